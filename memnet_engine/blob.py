@@ -1,0 +1,127 @@
+"""Blob: an N-d array of data and its gradient (``diff``), as in Caffe."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .backend import CPU, array_module, to_numpy
+
+
+class Blob:
+    """Holds ``data`` and ``diff`` of one shape on one device.
+
+    ``diff`` is allocated (zeros) the first time it is used, so nets that never run
+    backward keep only their data.  ``data`` / ``diff`` are writable arrays (NumPy on
+    the CPU, CuPy on the GPU); ``host_data()`` / ``host_diff()`` give NumPy copies.
+    """
+
+    def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU):
+        self.device = device
+        self.xp = array_module(device)
+        self.dtype = np.dtype(dtype)
+        self._shape: tuple[int, ...] = tuple(int(d) for d in shape)
+        self._data = None
+        self._diff = None
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def num_axes(self) -> int:
+        return len(self._shape)
+
+    @property
+    def num(self) -> int:
+        """Size of the first axis (Caffe's legacy ``num``)."""
+        return self._shape[0] if self._shape else 1
+
+    def canonical_axis(self, axis: int) -> int:
+        """Caffe's CanonicalAxisIndex: a negative axis counts from the end."""
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise ValueError(f"axis {axis} out of range for a {n}-axis blob {self._shape}")
+        return axis + n if axis < 0 else axis
+
+    def count_range(self, start: int, end: int | None = None) -> int:
+        return int(np.prod(self._shape[start:end], dtype=np.int64))
+
+    def reshape(self, shape: Iterable[int]) -> None:
+        """Set a new shape.  Same count: arrays are re-viewed; else they are reallocated."""
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"negative blob dimension in {shape}")
+        if shape == self._shape:
+            return
+        same_count = int(np.prod(shape, dtype=np.int64)) == self.count
+        self._shape = shape
+        self._data = self._data.reshape(shape) if same_count and self._data is not None else None
+        self._diff = self._diff.reshape(shape) if same_count and self._diff is not None else None
+
+    def reshape_like(self, other: "Blob") -> None:
+        self.reshape(other.shape)
+
+    # ------------------------------------------------------------------ arrays
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = self.xp.zeros(self._shape, self.dtype)
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        self._data = self._checked(value, "data")
+
+    @property
+    def diff(self):
+        if self._diff is None:
+            self._diff = self.xp.zeros(self._shape, self.dtype)
+        return self._diff
+
+    @diff.setter
+    def diff(self, value) -> None:
+        self._diff = self._checked(value, "diff")
+
+    def _checked(self, value, what: str):
+        if tuple(value.shape) != self._shape:
+            raise ValueError(f"cannot set {what} of shape {tuple(value.shape)} on a blob of shape {self._shape}")
+        if value.dtype != self.dtype:
+            value = value.astype(self.dtype)
+        return value
+
+    @property
+    def has_diff(self) -> bool:
+        return self._diff is not None
+
+    def share_data(self, other: "Blob") -> None:
+        """Use ``other``'s data array (Caffe's ShareData); shapes must match in count."""
+        self._data = other.data.reshape(self._shape)
+
+    def share_diff(self, other: "Blob") -> None:
+        self._diff = other.diff.reshape(self._shape)
+
+    def release(self) -> None:
+        """Free both arrays (they are reallocated as zeros on next use)."""
+        self._data = None
+        self._diff = None
+
+    def release_diff(self) -> None:
+        self._diff = None
+
+    def host_data(self) -> np.ndarray:
+        return to_numpy(self.data)
+
+    def host_diff(self) -> np.ndarray:
+        return to_numpy(self.diff)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self._data, self._diff) if a is not None)
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={self._shape}, dtype={self.dtype.name}, device={self.device!r})"

@@ -1,0 +1,17 @@
+"""Errors the engine raises for bad user input; each message names the file, line or layer."""
+
+
+class MemnetError(Exception):
+    """Base class: a problem with what the user gave us (a file, a net, an option)."""
+
+
+class PrototxtError(MemnetError):
+    """A .prototxt file that cannot be read or parsed."""
+
+
+class NetError(MemnetError):
+    """A net definition that cannot be built (unknown type, missing bottom, bad shapes...)."""
+
+
+class WeightsError(MemnetError):
+    """A .caffemodel / .solverstate that cannot be read or does not fit the net."""

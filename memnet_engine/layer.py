@@ -1,0 +1,177 @@
+"""Layer base class and the registry that creates layers from their Caffe type name."""
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+
+from .backend import CPU, GPU
+from .blob import Blob
+from .errors import NetError
+from .fillers import fill
+from .proto import caffe_pb2 as pb
+
+_REGISTRY: dict[str, type["Layer"]] = {}
+
+
+def register(type_name: str) -> Callable[[type["Layer"]], type["Layer"]]:
+    """Class decorator: make ``type_name`` in a prototxt create this layer class."""
+
+    def wrap(cls: type["Layer"]) -> type["Layer"]:
+        cls.type = type_name
+        _REGISTRY[type_name] = cls
+        return cls
+
+    return wrap
+
+
+def layer_types() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_layer(param: pb.LayerParameter, device: str = CPU, dtype=np.float32, net_dir: str = ".") -> "Layer":
+    """Instantiate the registered layer for ``param.type``."""
+    cls = _REGISTRY.get(param.type)
+    if cls is None:
+        raise NetError(f"layer '{param.name}': unknown layer type '{param.type}' "
+                       f"(supported: {', '.join(layer_types())})")
+    return cls(param, device=device, dtype=dtype, net_dir=net_dir)
+
+
+class Layer:
+    """One computation of the net, with Caffe's verbs.
+
+    Subclasses implement ``reshape`` and ``forward_cpu`` / ``backward_cpu`` (NumPy), and
+    ``forward_gpu`` / ``backward_gpu`` (CuPy kernels) where the GPU path differs.
+    Backward *overwrites* bottom diffs and *accumulates* into parameter diffs, as Caffe does.
+    """
+
+    type: ClassVar[str] = ""
+    # Blob-count constraints checked at setup (None = unconstrained).
+    exact_bottoms: ClassVar[int | None] = None
+    min_bottoms: ClassVar[int | None] = None
+    exact_tops: ClassVar[int | None] = None
+    min_tops: ClassVar[int | None] = None
+    # Loss layers weight their first top by 1 unless loss_weight says otherwise.
+    is_loss: ClassVar[bool] = False
+
+    def __init__(self, param: pb.LayerParameter, device: str = CPU, dtype=np.float32, net_dir: str = "."):
+        self.param = pb.LayerParameter()
+        self.param.CopyFrom(param)
+        self.name = param.name
+        self.phase = param.phase if param.HasField("phase") else pb.TEST
+        self.device = device
+        self.dtype = np.dtype(dtype)
+        self.net_dir = net_dir
+        self.blobs: list[Blob] = []
+        self.param_propagate_down: list[bool] = []
+        self.loss_weights: list[float] = []
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def xp(self):
+        from .backend import array_module
+        return array_module(self.device)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device == GPU
+
+    def setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """Check blob counts, create parameters, shape the tops, set loss weights."""
+        self._check_counts(len(bottoms), len(tops))
+        self.layer_setup(bottoms, tops)
+        self.param_propagate_down = [True] * len(self.blobs)
+        self.reshape(bottoms, tops)
+        self._set_loss_weights(tops)
+
+    def layer_setup(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """One-time set-up: read options, create parameter blobs (unless loaded)."""
+
+    def reshape(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        raise NotImplementedError
+
+    def new_param(self, shape: Sequence[int], filler: pb.FillerParameter) -> Blob:
+        """A parameter blob of ``shape`` on this layer's device, filled by ``filler``."""
+        blob = Blob(shape, self.dtype, self.device)
+        blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))
+        return blob
+
+    def _check_counts(self, n_bottom: int, n_top: int) -> None:
+        def bad(what: str, n: int, rule: str) -> NetError:
+            return NetError(f"layer '{self.name}' ({self.type}) takes {rule} {what} blob(s), got {n}")
+
+        if self.exact_bottoms is not None and n_bottom != self.exact_bottoms:
+            raise bad("bottom", n_bottom, str(self.exact_bottoms))
+        if self.min_bottoms is not None and n_bottom < self.min_bottoms:
+            raise bad("bottom", n_bottom, f"at least {self.min_bottoms}")
+        if self.exact_tops is not None and n_top != self.exact_tops:
+            raise bad("top", n_top, str(self.exact_tops))
+        if self.min_tops is not None and n_top < self.min_tops:
+            raise bad("top", n_top, f"at least {self.min_tops}")
+
+    def _set_loss_weights(self, tops: Sequence[Blob]) -> None:
+        weights = list(self.param.loss_weight)
+        if not weights and self.is_loss:
+            weights = [1.0]
+            self.param.loss_weight.append(1.0)
+        if weights and len(weights) != len(tops):
+            raise NetError(f"layer '{self.name}': loss_weight must be unspecified or given once per top "
+                           f"({len(tops)} tops, {len(weights)} loss_weight values)")
+        self.loss_weights = weights + [0.0] * (len(tops) - len(weights))
+        for top, w in zip(tops, self.loss_weights):
+            if w:
+                top.diff[...] = w
+
+    def loss(self, top_index: int) -> float:
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ compute
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> float:
+        """Reshape, run forward on the blobs' device, and return this layer's weighted loss."""
+        self.reshape(bottoms, tops)
+        if self.on_gpu:
+            self.forward_gpu(bottoms, tops)
+        else:
+            self.forward_cpu(bottoms, tops)
+        loss = 0.0
+        for top, w in zip(tops, self.loss_weights):
+            if w:
+                loss += w * float(top.data.sum())
+        return loss
+
+    def backward(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
+        if self.on_gpu:
+            self.backward_gpu(tops, propagate_down, bottoms)
+        else:
+            self.backward_cpu(tops, propagate_down, bottoms)
+
+    def forward_cpu(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        raise NotImplementedError
+
+    def backward_cpu(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
+        raise NotImplementedError(f"layer type {self.type} has no CPU backward")
+
+    def forward_gpu(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        raise NotImplementedError(f"layer type {self.type} has no GPU forward")
+
+    def backward_gpu(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
+        raise NotImplementedError(f"layer type {self.type} has no GPU backward")
+
+    def __repr__(self) -> str:
+        return f"<{self.type} layer '{self.name}'>"
+
+
+class DataLayer(Layer):
+    """A layer that only produces tops (Input, HDF5Data): nothing to back-propagate."""
+
+    exact_bottoms = 0
+
+    def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        pass
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        pass

@@ -1,0 +1,89 @@
+"""BatchNorm exactly as Caffe: normalisation only (no scale/shift; use a Scale layer).
+
+Parameter blobs: [0] running sum of means, [1] running sum of (unbiased) variances,
+[2] the scale factor s: the statistics are blob / s.  In TRAIN (``use_global_stats``
+false) batch statistics are used and the running sums updated; in TEST the stored ones.
+"""
+from __future__ import annotations
+
+from ..layer import Layer, register
+from ..proto import caffe_pb2 as pb
+
+
+@register("BatchNorm")
+class BatchNormLayer(Layer):
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottoms, tops) -> None:
+        p = self.param.batch_norm_param
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else self.phase == pb.TEST
+        self.moving_average_fraction = float(p.moving_average_fraction)
+        self.eps = float(p.eps)
+        channels = bottoms[0].shape[1] if bottoms[0].num_axes > 1 else 1
+        if not self.blobs:
+            zero = pb.FillerParameter(type="constant", value=0)
+            self.blobs = [self.new_param((channels,), zero), self.new_param((channels,), zero),
+                          self.new_param((1,), zero)]
+        # The statistics are not learned: their lr_mult is 0 whatever the prototxt says.
+        for i in range(len(self.blobs)):
+            if i == len(self.param.param):
+                self.param.param.add(lr_mult=0)
+            elif self.param.param[i].lr_mult != 0:
+                raise ValueError("BatchNorm statistics cannot be learned: set lr_mult: 0 on its params")
+
+    def reshape(self, bottoms, tops) -> None:
+        tops[0].reshape(bottoms[0].shape)
+
+    def _channel_shape(self, x) -> tuple:
+        return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+    def forward_cpu(self, bottoms, tops) -> None:
+        x = bottoms[0].data
+        dt = x.dtype.type
+        axes = (0,) + tuple(range(2, x.ndim))
+        cshape = self._channel_shape(x)
+        if self.use_global_stats:
+            s = self.blobs[2].data[0]
+            factor = dt(0) if s == 0 else dt(1) / s
+            mean = self.blobs[0].data * factor
+            var = self.blobs[1].data * factor
+            centered = x - mean.reshape(cshape)
+        else:
+            mean = x.mean(axis=axes, dtype=x.dtype)
+            centered = x - mean.reshape(cshape)
+            var = (centered * centered).mean(axis=axes, dtype=x.dtype)
+            self._update_running_stats(mean, var, x.size // x.shape[1])
+        self.std = self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
+        y = centered / self.std
+        # Batch-statistics backward needs y; keep a private copy when the top is in place.
+        self.x_norm = None if self.use_global_stats else (y.copy() if tops[0] is bottoms[0] else y)
+        tops[0].data = y
+
+    def _update_running_stats(self, mean, var, m: int) -> None:
+        f = self.moving_average_fraction
+        dt = mean.dtype.type
+        scale = self.blobs[2].data
+        scale *= dt(f)
+        scale += dt(1)
+        self.blobs[0].data = mean + dt(f) * self.blobs[0].data
+        correction = dt(m / (m - 1) if m > 1 else 1)
+        self.blobs[1].data = correction * var + dt(f) * self.blobs[1].data
+
+    def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        if not propagate_down[0]:
+            return
+        dy = tops[0].diff
+        if self.use_global_stats:
+            bottoms[0].diff = dy / self.std
+            return
+        # dx = (dy - mean(dy) - mean(dy * y) * y) / std, with y the normalised input.
+        y = self.x_norm
+        axes = (0,) + tuple(range(2, y.ndim))
+        cshape = self._channel_shape(y)
+        n = y.size // y.shape[1]
+        mean_dy_y = (dy * y).sum(axis=axes, dtype=y.dtype).reshape(cshape)
+        mean_dy = dy.sum(axis=axes, dtype=y.dtype).reshape(cshape)
+        scaled = (y * mean_dy_y + mean_dy) * y.dtype.type(-1.0 / n)
+        scaled += dy
+        bottoms[0].diff = scaled / self.std

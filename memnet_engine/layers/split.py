@@ -1,0 +1,33 @@
+"""Split: hands one blob to several readers; their gradients are summed (inserted automatically)."""
+from __future__ import annotations
+
+from ..layer import Layer, register
+
+
+@register("Split")
+class SplitLayer(Layer):
+    exact_bottoms = 1
+    min_tops = 1
+
+    def reshape(self, bottoms, tops) -> None:
+        for top in tops:
+            top.reshape(bottoms[0].shape)
+            top.share_data(bottoms[0])
+
+    def forward_cpu(self, bottoms, tops) -> None:
+        for top in tops:  # re-share: the bottom's array may have been replaced
+            top.share_data(bottoms[0])
+
+    def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        if not propagate_down[0]:
+            return
+        if len(tops) == 1:
+            bottoms[0].diff[...] = tops[0].diff
+            return
+        total = bottoms[0].diff
+        self.xp.add(tops[0].diff, tops[1].diff, out=total)
+        for top in tops[2:]:
+            total += top.diff
+
+    forward_gpu = forward_cpu
+    backward_gpu = backward_cpu

@@ -1,0 +1,348 @@
+"""Net: a graph of layers built from a Caffe NetParameter, with a pycaffe-like API.
+
+Construction follows Caffe's Net::Init in one readable pass: upgrade legacy inputs ->
+filter by NetState -> insert splits -> create and set up each layer (in-place tops,
+duplicate-top checks) -> append parameters (sharing by name) -> decide which layers and
+bottoms need backward -> collect outputs.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import layers as _layers  # noqa: F401  (registers every layer type)
+from .backend import CPU, GPU, parse_device
+from .blob import Blob
+from .errors import MemnetError, NetError
+from .layer import Layer, create_layer
+from .net_param import filter_net, insert_splits, upgrade_net_input
+from .proto import caffe_pb2 as pb
+from .prototxt import read_net_param
+
+TRAIN = pb.TRAIN
+TEST = pb.TEST
+
+
+def parse_phase(phase: "int | str") -> int:
+    if isinstance(phase, str):
+        try:
+            return {"TRAIN": TRAIN, "TEST": TEST}[phase.upper()]
+        except KeyError:
+            raise ValueError(f"unknown phase {phase!r}: use TRAIN or TEST") from None
+    if phase not in (TRAIN, TEST):
+        raise ValueError(f"unknown phase {phase!r}: use TRAIN or TEST")
+    return int(phase)
+
+
+class LearnableParam:
+    """One learnable blob (shared uses counted once) with its lr and decay multipliers."""
+
+    __slots__ = ("blob", "lr_mult", "decay_mult", "has_lr", "has_decay", "owner", "name")
+
+    def __init__(self, blob: Blob, spec: pb.ParamSpec, owner: str):
+        self.blob = blob
+        self.lr_mult = float(spec.lr_mult)
+        self.decay_mult = float(spec.decay_mult)
+        self.has_lr = spec.HasField("lr_mult")
+        self.has_decay = spec.HasField("decay_mult")
+        self.owner = owner
+        self.name = spec.name
+
+
+class Net:
+    """A Caffe net.
+
+    >>> net = Net("deploy.prototxt", phase=TEST, weights="w.caffemodel", device="cpu")
+    >>> net.blobs["data"].data[...] = image
+    >>> out = net.forward()
+    """
+
+    def __init__(self, net_file: "str | os.PathLike | pb.NetParameter", phase: "int | str" = TEST,
+                 weights: "str | os.PathLike | None" = None, device: str = CPU, *, level: int = 0,
+                 stages: Iterable[str] = (), dtype=np.float32):
+        self.phase = parse_phase(phase)
+        kind, self.device_id = parse_device(device)
+        self.device = kind
+        if kind == GPU:
+            from .backend import cupy_module
+            cupy_module().cuda.Device(self.device_id).use()
+        self.dtype = np.dtype(dtype)
+        self.source = None if isinstance(net_file, pb.NetParameter) else os.fspath(net_file)
+        net_dir = os.path.dirname(os.path.abspath(self.source)) if self.source else os.getcwd()
+
+        param = read_net_param(net_file)
+        self.name = param.name
+        upgrade_net_input(param)
+        state = pb.NetState(phase=self.phase, level=level)
+        state.stage.extend(stages)
+        filter_net(param, state)
+        insert_splits(param)
+        for lp in param.layer:
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+        self.force_backward = param.force_backward
+
+        self.layers: list[Layer] = []
+        self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.inputs: list[str] = []
+        self.learnable_params: list[LearnableParam] = []
+        self._param_owner: dict[str, tuple[str, int]] = {}
+        self._build(param, net_dir)
+        self._plan_backward()
+        self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
+            (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+        self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ------------------------------------------------------------------ building
+    def _build(self, param: pb.NetParameter, net_dir: str) -> None:
+        available: dict[str, None] = {}
+        self._blob_needs_backward: dict[str, bool] = {}
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        for lp in param.layer:
+            layer = create_layer(lp, self.device, self.dtype, net_dir)
+            bottoms, need_backward, bottom_nb = [], False, []
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(f"layer '{lp.name}': propagate_down must be unspecified or given once per bottom")
+            for j, name in enumerate(lp.bottom):
+                if name not in available:
+                    raise NetError(f"layer '{lp.name}' ({lp.type}): bottom blob '{name}' is not available "
+                                   "(unknown, or already consumed by an earlier layer)")
+                del available[name]
+                bottoms.append(self.blobs[name])
+                need_backward |= self._blob_needs_backward[name]
+                bottom_nb.append(lp.propagate_down[j] if lp.propagate_down else self._blob_needs_backward[name])
+            tops = []
+            for j, name in enumerate(lp.top):
+                if j < len(lp.bottom) and name == lp.bottom[j]:
+                    tops.append(self.blobs[name])  # in-place
+                elif name in self.blobs:
+                    raise NetError(f"layer '{lp.name}' ({lp.type}): top blob '{name}' is produced by more "
+                                   "than one layer")
+                else:
+                    blob = Blob((), self.dtype, self.device)
+                    self.blobs[name] = blob
+                    self._blob_needs_backward[name] = False
+                    tops.append(blob)
+                    if lp.type == "Input":
+                        self.inputs.append(name)
+                available[name] = None
+            try:
+                layer.setup(bottoms, tops)
+            except MemnetError:
+                raise
+            except (ValueError, IndexError, KeyError, TypeError, OSError) as ex:
+                raise NetError(f"layer '{lp.name}' ({lp.type}): {ex}") from ex
+            need_backward |= self._append_params(layer)
+            self.layers.append(layer)
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.bottom_need_backward.append(bottom_nb)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for name in lp.top:
+                    self._blob_needs_backward[name] = True
+        self.outputs: list[str] = list(available)
+
+    def _append_params(self, layer: Layer) -> bool:
+        """Register ``layer``'s parameter blobs, sharing named ones; True if any has lr_mult != 0."""
+        specs = layer.param.param
+        if len(specs) > len(layer.blobs):
+            raise NetError(f"layer '{layer.name}': {len(specs)} param specs given for {len(layer.blobs)} "
+                           "parameter blobs")
+        any_learning = False
+        for i in range(len(layer.blobs)):
+            spec = specs[i] if i < len(specs) else pb.ParamSpec()
+            layer.param_propagate_down[i] = spec.lr_mult != 0
+            any_learning |= spec.lr_mult != 0
+            if not spec.name or spec.name not in self._param_owner:
+                self.learnable_params.append(LearnableParam(layer.blobs[i], spec, layer.name))
+                if spec.name:
+                    self._param_owner[spec.name] = (layer.name, len(self.learnable_params) - 1)
+                continue
+            owner_layer, index = self._param_owner[spec.name]
+            shared = self.learnable_params[index]
+            mine = layer.blobs[i]
+            if spec.share_mode == pb.ParamSpec.PERMISSIVE:
+                if mine.count != shared.blob.count:
+                    raise NetError(f"cannot share param '{spec.name}' owned by layer '{owner_layer}' with layer "
+                                   f"'{layer.name}': count mismatch ({shared.blob.shape} vs {mine.shape})")
+            elif mine.shape != shared.blob.shape:
+                raise NetError(f"cannot share param '{spec.name}' owned by layer '{owner_layer}' with layer "
+                               f"'{layer.name}': shape mismatch ({shared.blob.shape} vs {mine.shape})")
+            if spec.HasField("lr_mult"):
+                if shared.has_lr and shared.lr_mult != spec.lr_mult:
+                    raise NetError(f"shared param '{spec.name}' has mismatched lr_mult: {shared.lr_mult} in "
+                                   f"layer '{owner_layer}', {spec.lr_mult} in layer '{layer.name}'")
+                shared.lr_mult, shared.has_lr = float(spec.lr_mult), True
+            if spec.HasField("decay_mult"):
+                if shared.has_decay and shared.decay_mult != spec.decay_mult:
+                    raise NetError(f"shared param '{spec.name}' has mismatched decay_mult: {shared.decay_mult} in "
+                                   f"layer '{owner_layer}', {spec.decay_mult} in layer '{layer.name}'")
+                shared.decay_mult, shared.has_decay = float(spec.decay_mult), True
+            if mine.shape != shared.blob.shape:  # permissive sharing: view the owner's arrays
+                mine.share_data(shared.blob)
+                mine.share_diff(shared.blob)
+            else:
+                layer.blobs[i] = shared.blob
+        return any_learning
+
+    def _plan_backward(self) -> None:
+        """Skip backward where nothing reaches a loss (Caffe's pruning), then apply force_backward."""
+        under_loss: set[str] = set()
+        skip_backprop: set[str] = set()
+        for i in reversed(range(len(self.layers))):
+            layer = self.layers[i]
+            contributes, skip = False, True
+            for j, name in enumerate(self.top_names[i]):
+                if layer.loss(j) or name in under_loss:
+                    contributes = True
+                if name not in skip_backprop:
+                    skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[i] and skip:
+                self.layer_need_backward[i] = False
+                self.bottom_need_backward[i] = [False] * len(self.bottom_names[i])
+            if not contributes:
+                self.layer_need_backward[i] = False
+            for j, name in enumerate(self.bottom_names[i]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[i][j] = False
+                if not self.bottom_need_backward[i][j]:
+                    skip_backprop.add(name)
+        if self.force_backward:
+            for i, layer in enumerate(self.layers):
+                self.layer_need_backward[i] = True
+                for j, name in enumerate(self.bottom_names[i]):
+                    self.bottom_need_backward[i][j] |= layer.allow_force_backward(j)
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # ------------------------------------------------------------------ running
+    def _layer_blobs(self, i: int) -> tuple[list[Blob], list[Blob]]:
+        return ([self.blobs[n] for n in self.bottom_names[i]], [self.blobs[n] for n in self.top_names[i]])
+
+    def _index(self, name: "str | None", default: int) -> int:
+        if name is None:
+            return default
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise KeyError(f"no layer named '{name}' in net '{self.name}'")
+
+    def reshape(self) -> None:
+        """Propagate new input shapes through every layer (after ``blobs[x].reshape``)."""
+        for i, layer in enumerate(self.layers):
+            layer.reshape(*self._layer_blobs(i))
+
+    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True) -> float:
+        """Run layers ``start..end`` (inclusive) and return the total weighted loss.
+
+        With ``keep_intermediates=False`` each blob is freed right after its last reader
+        (inference with bounded memory; outputs and inputs are kept).
+        """
+        end = len(self.layers) - 1 if end is None else end
+        last_use = self._last_use() if not keep_intermediates else {}
+        keep = set(self.outputs) | set(self.inputs)
+        loss = 0.0
+        for i in range(start, end + 1):
+            bottoms, tops = self._layer_blobs(i)
+            try:
+                loss += self.layers[i].forward(bottoms, tops)
+            except MemnetError:
+                raise
+            except ValueError as ex:
+                raise NetError(f"layer '{self.layers[i].name}' ({self.layers[i].type}) forward: {ex}") from ex
+            for name in last_use.get(i, ()):
+                if name not in keep:
+                    self.blobs[name].release()
+        return loss
+
+    def _last_use(self) -> dict[int, list[str]]:
+        last: dict[str, int] = {}
+        for i in range(len(self.layers)):
+            for name in self.bottom_names[i] + self.top_names[i]:
+                last[name] = i
+        by_layer: dict[int, list[str]] = {}
+        for name, i in last.items():
+            by_layer.setdefault(i, []).append(name)
+        return by_layer
+
+    def backward_range(self, start: "int | None" = None, end: int = 0) -> None:
+        """Back-propagate through layers ``start`` down to ``end`` (inclusive)."""
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                bottoms, tops = self._layer_blobs(i)
+                self.layers[i].backward(tops, self.bottom_need_backward[i], bottoms)
+
+    def forward(self, blobs: "Sequence[str] | None" = None, start: "str | None" = None,
+                end: "str | None" = None, keep_intermediates: bool = True, **inputs) -> dict:
+        """pycaffe's forward: set ``inputs`` (name=array), run, return {output: data}."""
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                raise KeyError(f"'{name}' is not an input of net '{self.name}' (inputs: {self.inputs})")
+            self.blobs[name].data[...] = self.blobs[name].xp.asarray(value)
+        end_i = self._index(end, len(self.layers) - 1)
+        self.forward_range(self._index(start, 0), end_i, keep_intermediates)
+        names = list(self.outputs) if end is None else list(self.top_names[end_i])
+        names += [b for b in (blobs or ()) if b not in names]
+        return {name: self.blobs[name].data for name in names}
+
+    def backward(self, diffs: "Sequence[str] | None" = None, start: "str | None" = None,
+                 end: "str | None" = None, **top_diffs) -> dict:
+        """pycaffe's backward: set output diffs (name=array), run, return {input: diff}."""
+        for name, value in top_diffs.items():
+            if name not in self.outputs:
+                raise KeyError(f"'{name}' is not an output of net '{self.name}' (outputs: {self.outputs})")
+            self.blobs[name].diff[...] = self.blobs[name].xp.asarray(value)
+        self.backward_range(self._index(start, len(self.layers) - 1), self._index(end, 0))
+        names = list(self.inputs) + [d for d in (diffs or ()) if d not in self.inputs]
+        return {name: self.blobs[name].diff for name in names}
+
+    def forward_backward(self) -> float:
+        """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
+        loss = self.forward_range()
+        self.backward_range()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        for p in self.learnable_params:
+            p.blob.diff[...] = 0
+
+    def share_weights_with(self, other: "Net") -> None:
+        """Make this net's layers use ``other``'s parameter blobs, by layer name (Caffe's ShareTrainedLayersWith)."""
+        for layer in self.layers:
+            source = other.layer_dict.get(layer.name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise NetError(f"layer '{layer.name}': {len(source.blobs)} vs {len(layer.blobs)} parameter blobs")
+            for i, blob in enumerate(source.blobs):
+                if blob.shape != layer.blobs[i].shape:
+                    raise NetError(f"layer '{layer.name}' param {i}: shape {blob.shape} vs {layer.blobs[i].shape}")
+                layer.blobs[i] = blob
+        self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    # ------------------------------------------------------------------ weights
+    def copy_from(self, path: "str | os.PathLike") -> None:
+        """Load a binary .caffemodel, copying blobs into layers of the same name."""
+        from .weights import copy_weights_from_file
+        copy_weights_from_file(self, os.fspath(path))
+
+    def save(self, path: "str | os.PathLike") -> None:
+        """Write the weights as a binary .caffemodel (atomically: temp file + rename)."""
+        from .weights import save_weights
+        save_weights(self, os.fspath(path))
+
+    def __repr__(self) -> str:
+        return f"<Net '{self.name}' {len(self.layers)} layers, phase {pb.Phase.Name(self.phase)}, {self.device}>"

@@ -1,0 +1,25 @@
+"""memnet-engine: a Caffe-compatible layer-graph engine for MemNet (NumPy CPU + CuPy GPU)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="memnet-engine",
+    version="0.1.0",
+    description="A faithful Caffe-style deep-learning engine to train and run MemNet (ICCV 2017)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["memnet_engine", "memnet_engine.*"]),
+    package_data={"memnet_engine": ["proto/caffe.proto"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "protobuf>=4.25,<8",  # caffe_pb2.py is protoc-25 code: see tools/gen_proto.py
+        "pillow>=9.0",
+        "h5py>=3.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        "test": ["pytest>=7"],
+    },
+)
