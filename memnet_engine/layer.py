@@ -66,6 +66,8 @@ class Layer:
         self.blobs: list[Blob] = []
         self.param_propagate_down: list[bool] = []
         self.loss_weights: list[float] = []
+        # Set by the Net: False when no backward will run, so forward need not keep inputs.
+        self.needs_backward = True
 
     # ------------------------------------------------------------------ set-up
     @property

@@ -226,6 +226,8 @@ class Net:
                 for j, name in enumerate(self.bottom_names[i]):
                     self.bottom_need_backward[i][j] |= layer.allow_force_backward(j)
                 layer.param_propagate_down = [True] * len(layer.blobs)
+        for layer, needed in zip(self.layers, self.layer_need_backward):
+            layer.needs_backward = needed
 
     # ------------------------------------------------------------------ running
     def _layer_blobs(self, i: int) -> tuple[list[Blob], list[Blob]]:

@@ -56,8 +56,8 @@ class BatchNormLayer(Layer):
             self._update_running_stats(mean, var, x.size // x.shape[1])
         self.std = self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
         y = centered / self.std
-        # Batch-statistics backward needs y; keep a private copy when the top is in place.
-        self.x_norm = None if self.use_global_stats else (y.copy() if tops[0] is bottoms[0] else y)
+        # Batch-statistics backward needs y (layers replace top arrays, never write into them).
+        self.x_norm = y if self.needs_backward and not self.use_global_stats else None
         tops[0].data = y
 
     def _update_running_stats(self, mean, var, m: int) -> None:

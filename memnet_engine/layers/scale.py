@@ -54,7 +54,7 @@ class ScaleLayer(Layer):
 
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        self.x = x  # kept for the scale gradient (never written in place)
+        self.x = x if self.needs_backward else None  # for the scale gradient
         outer, dim, inner = self.dims
         y = x.reshape(self.dims) * self._scale_blob(bottoms).data.reshape(1, dim, 1)
         if self.param.scale_param.bias_term:
