@@ -116,6 +116,13 @@ def contiguous(array):
     return cupy_module().ascontiguousarray(array)
 
 
+def view(array, shape):
+    """A reshaped *view* of ``array`` for in-place updates (refuses arrays whose reshape would copy)."""
+    if not array.flags.c_contiguous:
+        raise ValueError(f"array of shape {array.shape} must be C-contiguous to be updated in place")
+    return array.reshape(shape)
+
+
 def empty_like(array):
     return cupy_module().empty(array.shape, array.dtype)
 
