@@ -69,6 +69,7 @@ class LayerCase:
     params: "Callable | None" = None  # (rng, param shapes) -> param arrays; default: normal
     gradcheck_kink: "tuple[float, float] | None" = None  # (kink, kink_range) for check_layer
     gradcheck: bool = True
+    gradcheck_params: bool = True  # False: parameters that are not learned (BatchNorm statistics)
 
     def param(self) -> pb.LayerParameter:
         param = parse_text(self.prototxt, pb.LayerParameter(), self.id)
@@ -98,9 +99,10 @@ LAYER_CASES: list[LayerCase] = [
               params=_batchnorm_stats),
     LayerCase("bn_batch_stats_2d_inplace", 'name: "bn" type: "BatchNorm" bottom: "x" top: "x"', [(6, 3)],
               in_place=True, params=_batchnorm_stats),
-    LayerCase("bn_global_stats_test", BN, [(2, 3, 4, 4)], phase=pb.TEST, params=_batchnorm_stats),
+    LayerCase("bn_global_stats_test", BN, [(2, 3, 4, 4)], phase=pb.TEST, params=_batchnorm_stats,
+              gradcheck_params=False),
     LayerCase("bn_global_stats_forced_in_train", BN + "batch_norm_param { use_global_stats: true }",
-              [(2, 3, 3, 3)], params=_batchnorm_stats),
+              [(2, 3, 3, 3)], params=_batchnorm_stats, gradcheck_params=False),
     LayerCase("scale_bias_axis1", 'name: "s" type: "Scale" bottom: "x" top: "y" scale_param { bias_term: true }',
               [(2, 3, 4, 3)]),
     LayerCase("scale_scalar_inplace",

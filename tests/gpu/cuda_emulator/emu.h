@@ -1,12 +1,13 @@
 // Host C++ stand-ins for the CUDA built-ins that kernels/*.cu use, so the kernels compile with g++
 // and run on the CPU (tests only).  The blocks of a grid run one after another; the threads of a
 // block run one after another as plain calls, or -- for kernels that reach __syncthreads -- as
-// ucontext fibers that all switch out at each barrier before any goes on, which is the ordering
-// CUDA guarantees.  __shared__ variables become function statics: one copy, seen by every thread.
+// fibers (own stacks; a register switch on x86-64, ucontext elsewhere) that all switch out at each
+// barrier before any goes on, which is the ordering CUDA guarantees.  __shared__ variables become function statics: one copy, seen by every thread.
 #pragma once
 #include <ucontext.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -36,22 +37,63 @@ inline unsigned thread_linear = 0;
 inline bool fiber_mode = false;
 inline std::string error;
 
+// ---- fibers: a stack per thread of the block and a way to switch between stacks.
 constexpr std::size_t kStackBytes = 64 * 1024;
 
+#if defined(__x86_64__)
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save and
+// resumes the stack `load` (a switch without the signal-mask system call of swapcontext).
+extern "C" void emu_switch(void** save, void* load);
+asm(".text\n.hidden emu_switch\n.globl emu_switch\n.type emu_switch,@function\nemu_switch:\n"
+    " pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n pushq %r14\n pushq %r15\n"
+    " movq %rsp, (%rdi)\n movq %rsi, %rsp\n"
+    " popq %r15\n popq %r14\n popq %r13\n popq %r12\n popq %rbx\n popq %rbp\n ret\n");
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_to(Context& save, Context& load) { emu_switch(&save.sp, load.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_to(Context& save, Context& load) { swapcontext(&save.uc, &load.uc); }
+#endif
+
 struct Fiber {
-  ucontext_t context;
+  Context context;
   std::unique_ptr<char[]> stack;
   bool done = false;
-  bool waiting = false;
 };
-inline ucontext_t scheduler;
+inline Context scheduler;
 inline std::vector<Fiber> fibers;
 inline std::function<void()>* body = nullptr;
 
-inline void fiber_entry(int t) {
-  thread_linear = static_cast<unsigned>(t);
+inline void fiber_main() {
+  const unsigned t = thread_linear;
   (*body)();
-  fibers[t].done = true;  // returning resumes `scheduler` through uc_link
+  fibers[t].done = true;
+  switch_to(fibers[t].context, scheduler);  // never resumed
+}
+
+inline void start_fiber(Fiber& f) {
+  if (!f.stack) f.stack.reset(new char[kStackBytes]);
+  f.done = false;
+#if defined(__x86_64__)
+  // A frame emu_switch can "return" into: six zero registers, then fiber_main as return address,
+  // placed so that fiber_main starts with the stack alignment of a normal call.
+  auto top = reinterpret_cast<std::uintptr_t>(f.stack.get() + kStackBytes) & ~std::uintptr_t(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;
+  *--sp = reinterpret_cast<void*>(&fiber_main);
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;
+  f.context.sp = sp;
+#else
+  getcontext(&f.context.uc);
+  f.context.uc.uc_stack.ss_sp = f.stack.get();
+  f.context.uc.uc_stack.ss_size = kStackBytes;
+  f.context.uc.uc_link = nullptr;
+  makecontext(&f.context.uc, fiber_main, 0);
+#endif
 }
 
 // Runs `run` once per thread of the current block.
@@ -66,30 +108,17 @@ inline void run_block(std::function<void()>& run, unsigned threads, bool with_fi
   body = &run;
   fiber_mode = true;
   fibers.resize(threads);
-  for (unsigned t = 0; t < threads; ++t) {
-    Fiber& f = fibers[t];
-    if (!f.stack) f.stack.reset(new char[kStackBytes]);
-    f.done = f.waiting = false;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &scheduler;
-    makecontext(&f.context, reinterpret_cast<void (*)()>(fiber_entry), 1, static_cast<int>(t));
-  }
+  for (unsigned t = 0; t < threads; ++t) start_fiber(fibers[t]);
   for (;;) {
-    unsigned done = 0, waiting = 0;
     for (unsigned t = 0; t < threads; ++t) {
       if (fibers[t].done) continue;
-      fibers[t].waiting = false;
       thread_linear = t;
-      swapcontext(&scheduler, &fibers[t].context);
+      switch_to(scheduler, fibers[t].context);
     }
-    for (unsigned t = 0; t < threads; ++t) {
-      done += fibers[t].done;
-      waiting += fibers[t].waiting;
-    }
+    unsigned done = 0;
+    for (unsigned t = 0; t < threads; ++t) done += fibers[t].done;
     if (done == threads) break;
-    if (done + waiting != threads || done != 0) {
+    if (done != 0) {  // the others wait at a barrier the finished ones never reached
       error = "__syncthreads reached by only part of a block (divergent barrier)";
       break;
     }
@@ -113,8 +142,7 @@ inline void __syncthreads() {
     std::abort();
   }
   const unsigned t = emu::thread_linear;
-  emu::fibers[t].waiting = true;
-  swapcontext(&emu::fibers[t].context, &emu::scheduler);
+  emu::switch_to(emu::fibers[t].context, emu::scheduler);
   emu::thread_linear = t;
 }
 
