@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark MemNet (M6R6, 64 channels) on memnet-engine against the same network in PyTorch.
 
-Measures, for each engine: a training step (forward + backward + SGD momentum/weight-decay update)
-on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
+Measures, for each engine: a training step (forward + backward + gradient clipping + SGD
+momentum/weight-decay update, the golden MemNet solver's settings) on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
 ``caffe time``), achieved convolution TFLOP/s, peak GPU memory, and the ratio memnet-engine /
 PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode) and TF32 off.
 
@@ -31,7 +31,9 @@ from memnet_engine.errors import MemnetError  # noqa: E402
 from memnet_engine.proto import caffe_pb2 as pb  # noqa: E402
 from memnet_engine.prototxt import read_net_param  # noqa: E402
 
-BASE_LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
+# The golden MemNet solver's settings; clip_gradients as in Caffe (scale all gradients so their
+# global L2 norm is at most CLIP): without it MemNet diverges on random data within a few steps.
+BASE_LR, MOMENTUM, WEIGHT_DECAY, CLIP = 0.01, 0.9, 1e-4, 1.0
 
 
 # ---------------------------------------------------------------------------------------- the net
@@ -199,9 +201,11 @@ def conv_flops(net: me.Net, training: bool) -> float:
     return total
 
 
-def sgd_update_cpu(data, diff, history, *, local_rate, local_decay, momentum) -> None:
+def sgd_update_cpu(data, diff, history, *, local_rate, local_decay, momentum, scale) -> None:
     """The SGD update of memnet_engine.cuda.sgd.sgd_update_gpu, in NumPy."""
     dt = data.dtype.type
+    if scale != 1:
+        diff *= dt(scale)
     if local_decay:
         diff += dt(local_decay) * data
     history *= dt(momentum)
@@ -234,10 +238,14 @@ class EngineBench:
         net = self.train_net
         net.clear_param_diffs()
         loss = net.forward_backward()
+        diffs = [p.blob.diff for p in net.learnable_params]
+        xp = net.blobs["data"].xp
+        norm = float(xp.sqrt(sum(xp.vdot(d.ravel(), d.ravel()) for d in diffs)))  # one device sync
+        scale = CLIP / norm if norm > CLIP else 1.0
         for p, history in zip(net.learnable_params, self.histories):
             if p.lr_mult:
                 self.update(p.blob.data, p.blob.diff, history, local_rate=BASE_LR * p.lr_mult,
-                            local_decay=WEIGHT_DECAY * p.decay_mult, momentum=MOMENTUM)
+                            local_decay=WEIGHT_DECAY * p.decay_mult, momentum=MOMENTUM, scale=scale)
         return loss
 
     def infer(self) -> None:
@@ -330,6 +338,7 @@ class TorchBench:
         outputs = self.model(self.data)
         loss = sum(((out - self.label) ** 2).sum() / (2 * out.shape[0]) for out in outputs)
         loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
         self.optimizer.step()
         return float(loss.detach())
 
@@ -436,6 +445,12 @@ def main(argv: "list[str] | None" = None) -> int:
     progress.set_postfix_str("memnet-engine per-layer profile")
     times = engine.layer_times(max(1, min(args.iters, 5)))
     progress.close()
+    losses = {"memnet-engine": engine.train_step()}
+    if not args.no_torch:
+        losses["PyTorch"] = torch_bench.train_step()
+    for who, loss in losses.items():
+        if not np.isfinite(loss):
+            print(f"warning: {who}'s training loss is {loss}: timings may include NaN/inf arithmetic", file=sys.stderr)
     train_flops = conv_flops(engine.train_net, training=True)
     infer_flops = conv_flops(engine.deploy_net, training=False)
 
