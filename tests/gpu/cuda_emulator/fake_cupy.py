@@ -7,6 +7,9 @@ bytes around every allocation (an out-of-bounds write fails the launch).  ``empt
 arrays with NaN (ints: a sentinel) so unwritten outputs show.  Device arrays refuse to mix with
 NumPy arrays in arithmetic, as CuPy's do.
 
+``memory`` counts the bytes of live device arrays (and their peak), as CuPy's pool would be asked
+for them (without its rounding, caching or cuBLAS workspaces).
+
 Not emulated: timing, concurrency between threads (they run one after another), the memory model.
 """
 from __future__ import annotations
@@ -23,6 +26,15 @@ from . import build
 GUARD = 64  # bytes of guard before and after every allocation
 GUARD_BYTE = 0xA7
 _guarded: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+memory = {"live": 0, "peak": 0}  # bytes of device arrays alive now / at most since reset_peak()
+
+
+def reset_peak() -> None:
+    memory["peak"] = memory["live"]
+
+
+def _freed(nbytes: int) -> None:
+    memory["live"] -= nbytes
 SCALAR_TYPES = {"f": np.float32, "d": np.float64, "i": np.int32}
 POINTEE_DTYPES = {"Pf": np.float32, "Pd": np.float64, "Pi": np.int32}
 
@@ -66,6 +78,9 @@ def _allocate(shape, dtype) -> ndarray:
     elif dtype.kind in "iu":
         array.view(np.ndarray).fill(-123456789 if dtype.kind == "i" else 123456789)
     _guarded[id(raw)] = raw
+    memory["live"] += nbytes
+    memory["peak"] = max(memory["peak"], memory["live"])
+    weakref.finalize(raw, _freed, nbytes)
     return array
 
 
