@@ -6,11 +6,12 @@ from .loader import NULL, contiguous, empty_like, ints, launch, scalar
 from .reduce import finish, partial_sums
 
 
-def batch_stats(x, dims, eps: float, fraction: float, running):
-    """(mean, std) of the batch per channel; updates the running sums ``running`` (3 arrays) in place.
+def batch_stats(x, dims: tuple[int, int, int], eps: float, fraction: float, running: list):
+    """(mean, std) of the batch per channel; updates the running sums ``running`` in place.
 
-    Caffe's update: running mean/var = batch mean / (m/(m-1)) * variance + fraction * old,
-    running scale = fraction * old + 1, with m = outer * inner values per channel.
+    ``running`` = [sum of means, sum of variances, scale] (BatchNorm's blobs).  Caffe's update:
+    mean sum = mean + fraction * mean sum; variance sum = m / (m - 1) * variance + fraction *
+    variance sum; scale = fraction * scale + 1; m = outer * inner values per channel.
     """
     outer, channels, inner = dims
     m = outer * inner
@@ -24,7 +25,7 @@ def batch_stats(x, dims, eps: float, fraction: float, running):
     return mean, std
 
 
-def global_stats(running, eps: float):
+def global_stats(running: list, eps: float):
     """(mean, std) per channel from the running sums (mean, variance, scale)."""
     sum_mean, sum_var, scale = running
     mean, std = empty_like(sum_mean), empty_like(sum_mean)
@@ -33,7 +34,7 @@ def global_stats(running, eps: float):
     return mean, std
 
 
-def normalize(x, dims, mean, std):
+def normalize(x, dims: tuple[int, int, int], mean, std):
     """``(x - mean[c]) / std[c]`` as a new array."""
     x = contiguous(x)
     y = empty_like(x)
@@ -41,7 +42,7 @@ def normalize(x, dims, mean, std):
     return y
 
 
-def backward(dy, dims, std, y=None):
+def backward(dy, dims: tuple[int, int, int], std, y=None):
     """Bottom gradient: batch statistics when ``y`` (the normalised output) is given, else stored ones."""
     dy = contiguous(dy)
     dx = empty_like(dy)
