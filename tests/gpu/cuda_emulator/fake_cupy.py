@@ -256,14 +256,42 @@ class Device:
         pass
 
 
+class MemoryHook:
+    """cupy.cuda.memory_hook.MemoryHook: entered and left; the emulator reports live bytes itself."""
+
+    name = "MemoryHook"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+    def malloc_postprocess(self, **kwargs):
+        pass
+
+    def free_postprocess(self, **kwargs):
+        pass
+
+
+def get_default_memory_pool():
+    return types.SimpleNamespace(used_bytes=lambda: memory["live"])
+
+
 cuda = types.ModuleType("cupy.cuda")
 cuda.Device = Device
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+                                     getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"})
+cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
+memory_hook = types.ModuleType("cupy.cuda.memory_hook")
+memory_hook.MemoryHook = MemoryHook
+cuda.memory_hook = memory_hook
 
 
 def install() -> dict:
     """Make ``import cupy`` give this module; returns what sys.modules held before (for restore)."""
-    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cublas": cublas}
+    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cublas": cublas,
+             "cupy.cuda.memory_hook": memory_hook}
     previous = {name: sys.modules.get(name) for name in names}
     sys.modules.update(names)
     return previous
