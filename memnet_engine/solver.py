@@ -182,7 +182,7 @@ class SGDSolver:
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             set_random_seed(param.random_seed)
-        log.info("Creating training net from %s", sources[0])
+        log.info("Creating training net from %s", self._describe(self._train_source(), sources[0]))
         self.net = _build_net(self._train_source(), TRAIN, param.train_state, device)
         for weights in param.weights:
             for path in weights.split(","):
@@ -210,6 +210,10 @@ class SGDSolver:
                 return getattr(p, field)
         return p.train_net if p.HasField("train_net") else p.net
 
+    @staticmethod
+    def _describe(source: "str | pb.NetParameter", field: str) -> str:
+        return f"net file: {source}" if isinstance(source, str) else f"{field} (net '{source.name}')"
+
     def _build_test_nets(self) -> list[Net]:
         """Caffe's InitTestNets: test_net_param, then test_net files, then the generic net per remaining test_iter."""
         p = self.param
@@ -228,7 +232,7 @@ class SGDSolver:
             raise MemnetError("test nets need test_interval > 0")
         nets = []
         for i, source in enumerate(sources):
-            log.info("Creating test net (#%d)", i)
+            log.info("Creating test net (#%d) specified by %s", i, self._describe(source, "test net"))
             nets.append(_build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
         return nets
 
@@ -429,8 +433,8 @@ class SGDSolver:
             name: w for layer, tops in zip(net.layers, net.top_names) for name, w in
             ((t, layer.loss(j)) for j, t in enumerate(tops))}
         index = 0
-        for name, value in values.items():
-            weight = weights.get(name, 0.0)
+        for name in sorted(values):  # Caffe keeps its outputs in a std::set: sorted by name
+            value, weight = values[name], weights.get(name, 0.0)
             for v in np.ravel(to_numpy(value)):
                 note = f" (* {_fmt(weight)} = {_fmt(f32(weight) * v)} loss)" if weight else ""
                 log.info("    %s net output #%d: %s = %s%s", kind, index, name, _fmt(v), note)
