@@ -244,12 +244,12 @@ class SGDSolver:
             p.snapshot_prefix = name
         if p.snapshot <= 0:
             return
-        folder = os.path.dirname(os.path.abspath(p.snapshot_prefix))
-        existing = folder
-        while not os.path.isdir(existing):
+        existing = os.path.dirname(os.path.abspath(p.snapshot_prefix))
+        while not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if not os.access(existing, os.W_OK):
-            raise MemnetError(f"cannot write snapshots to prefix '{p.snapshot_prefix}': {existing} is not writable")
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+            what = "is not a folder" if not os.path.isdir(existing) else "is not writable"
+            raise MemnetError(f"cannot write snapshots to prefix '{p.snapshot_prefix}': {existing} {what}")
 
     def _loss_weights_of_outputs(self) -> dict[str, float]:
         """Caffe's blob_loss_weights for the net outputs (the last layer writing a blob decides)."""
