@@ -379,8 +379,10 @@ class SGDSolver:
                                    "before updating the weights (the last snapshot is kept)")
         if norm > clip:
             factor = clip / norm
-            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s", _fmt(norm),
-                     _fmt(clip), _fmt(factor))
+            # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here
+            displaying = self.param.display and self.iter % self.param.display == 0
+            log.log(logging.INFO if displaying else logging.DEBUG, "Gradient clipping: scaling down gradients "
+                    "(L2 norm %s > %s) by scale factor %s", _fmt(norm), _fmt(clip), _fmt(factor))
             for param in self.net.learnable_params:
                 param.blob.diff *= factor
 

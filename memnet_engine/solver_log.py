@@ -1,0 +1,97 @@
+"""Training logs in Caffe's glog format and the loss curve drawn from them.
+
+Lines look like ``I1124 14:02:03.123456 12345 solver.py:218] Iteration 100, loss = 0.123`` so
+that Caffe's ``tools/extra/parse_log.py`` (and ``plot_training_log.py``) read our logs as theirs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+
+GLOG_LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
+               logging.CRITICAL: "F"}
+DISPLAY_LINE = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+]?(?:[\d.]+(?:[eE][-+]?\d+)?|inf|nan))")
+
+
+class GlogFormatter(logging.Formatter):
+    """``Lmmdd hh:mm:ss.uuuuuu  pid file:line] message``, as glog writes it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%m%d %H:%M:%S", time.localtime(record.created))
+        micros = int(round((record.created % 1) * 1e6)) % 1000000
+        level = GLOG_LEVELS.get(record.levelno, "I")
+        text = f"{level}{stamp}.{micros:06d} {record.process:>5} {record.filename}:{record.lineno}] " \
+               f"{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def read_logged_losses(path: str, before: int) -> list[tuple[int, float]]:
+    """(iteration, smoothed loss) of every display line in a log, for iterations < ``before``."""
+    if not os.path.isfile(path):
+        return []
+    points = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = DISPLAY_LINE.search(line)
+            if match and int(match.group(1)) < before:
+                points.append((int(match.group(1)), float(match.group(2))))
+    return points
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class LossCurve:
+    """Per-iteration losses in bounded memory: past ``max_points`` neighbours are averaged in pairs."""
+
+    def __init__(self, max_points: int = 20000):
+        self.max_points = max_points
+        self.points: list[tuple[float, float]] = []
+
+    def add(self, iteration: float, loss: float) -> None:
+        self.points.append((float(iteration), float(loss)))
+        if len(self.points) > self.max_points:
+            pairs = zip(self.points[0::2], self.points[1::2])
+            merged = [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in pairs]
+            self.points = merged + self.points[len(merged) * 2:]
+
+    def save_png(self, path: str, title: str) -> None:
+        """Draw the curve (log scale when every loss is positive) and write it atomically."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        try:
+            if self.points:
+                xs, ys = zip(*self.points)
+                ax.plot(xs, ys, linewidth=1, marker="." if len(xs) < 50 else None)
+                if min(ys) > 0:
+                    ax.set_yscale("log")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("training loss")
+            ax.set_title(title)
+            ax.grid(True, alpha=0.3)
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    fig.savefig(f, format="png")
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        finally:
+            plt.close(fig)
