@@ -182,7 +182,8 @@ class SGDSolver:
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             set_random_seed(param.random_seed)
-        log.info("Creating training net from %s", self._describe(self._train_source(), sources[0]))
+        log.info("Creating training net from %s", f"net file: {getattr(param, sources[0])}"
+                 if sources[0] in ("net", "train_net") else sources[0])
         self.net = _build_net(self._train_source(), TRAIN, param.train_state, device)
         for weights in param.weights:
             for path in weights.split(","):
@@ -210,19 +211,13 @@ class SGDSolver:
                 return getattr(p, field)
         return p.train_net if p.HasField("train_net") else p.net
 
-    @staticmethod
-    def _describe(source: "str | pb.NetParameter", field: str) -> str:
-        return f"net file: {source}" if isinstance(source, str) else f"{field} (net '{source.name}')"
-
     def _build_test_nets(self) -> list[Net]:
         """Caffe's InitTestNets: test_net_param, then test_net files, then the generic net per remaining test_iter."""
         p = self.param
-        specific: list["str | pb.NetParameter"] = list(p.test_net_param) + list(p.test_net)
-        generic = p.net_param if p.HasField("net_param") else (p.net if p.HasField("net") else None)
-        if generic is None and len(p.test_iter) != len(specific):
-            raise MemnetError(f"test_iter must be given once per test net ({len(specific)} test nets, "
-                              f"{len(p.test_iter)} test_iter values)")
-        if len(p.test_iter) < len(specific):
+        specific = [("test_net_param", q) for q in p.test_net_param] + [(f"test_net file: {f}", f) for f in p.test_net]
+        generic = next(((f"net file: {p.net}" if f == "net" else f, getattr(p, f)) for f in ("net_param", "net")
+                        if p.HasField(f)), None)
+        if len(p.test_iter) < len(specific) or (generic is None and len(p.test_iter) != len(specific)):
             raise MemnetError(f"test_iter must be given once per test net ({len(specific)} test nets, "
                               f"{len(p.test_iter)} test_iter values)")
         sources = specific + [generic] * (len(p.test_iter) - len(specific))
@@ -231,8 +226,8 @@ class SGDSolver:
         if sources and p.test_interval <= 0:
             raise MemnetError("test nets need test_interval > 0")
         nets = []
-        for i, source in enumerate(sources):
-            log.info("Creating test net (#%d) specified by %s", i, self._describe(source, "test net"))
+        for i, (label, source) in enumerate(sources):
+            log.info("Creating test net (#%d) specified by %s", i, label)
             nets.append(_build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
         return nets
 
@@ -280,8 +275,8 @@ class SGDSolver:
             loss /= f32(p.iter_size)
             if not np.isfinite(loss):
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {float(loss)}; training stopped before "
-                                       "updating the weights (the last snapshot is kept). Lower base_lr or clip "
-                                       "the gradients (clip_gradients)")
+                                       "updating the weights (the last snapshot, if any, is kept). Lower base_lr "
+                                       "or clip the gradients (clip_gradients)")
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 lapse = time.perf_counter() - timer
@@ -376,7 +371,7 @@ class SGDSolver:
         norm = f32(np.sqrt(sumsq))
         if not np.isfinite(norm):
             raise TrainingDiverged(f"iteration {self.iter}: the gradient norm is {float(norm)}; training stopped "
-                                   "before updating the weights (the last snapshot is kept)")
+                                   "before updating the weights (the last snapshot, if any, is kept)")
         if norm > clip:
             factor = clip / norm
             # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here

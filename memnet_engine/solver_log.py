@@ -17,17 +17,18 @@ DISPLAY_LINE = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+]?(?:[\d.]+(?:[eE
 
 
 class GlogFormatter(logging.Formatter):
-    """``Lmmdd hh:mm:ss.uuuuuu  pid file:line] message``, as glog writes it."""
+    """``Lmmdd hh:mm:ss.uuuuuu  pid file:line] message``, as glog writes it (on every line of a message)."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%m%d %H:%M:%S", time.localtime(record.created))
         micros = int(round((record.created % 1) * 1e6)) % 1000000
         level = GLOG_LEVELS.get(record.levelno, "I")
-        text = f"{level}{stamp}.{micros:06d} {record.process:>5} {record.filename}:{record.lineno}] " \
-               f"{record.getMessage()}"
+        prefix = f"{level}{stamp}.{micros:06d} {record.process:>5} {record.filename}:{record.lineno}] "
+        text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        # every line gets the prefix (glog prefixes only the first), so parse_log.py can date each one
+        return "\n".join(prefix + line for line in text.splitlines() or [""])
 
 
 def read_logged_losses(path: str, before: int) -> list[tuple[int, float]]:

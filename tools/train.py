@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 
+import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -278,7 +279,8 @@ def train(args: argparse.Namespace) -> int:
             solver.restore(args.snapshot)
         progress = Progress(solver, out)
         try:
-            solver.solve()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is reported once
+                solver.solve()
         finally:
             progress.close()
             progress.draw()
