@@ -367,7 +367,7 @@ class SGDSolver:
         sumsq = f32(0)
         for param in self.net.learnable_params:
             diff = param.blob.diff.ravel()
-            sumsq += f32(param.blob.xp.dot(diff, diff))
+            sumsq += f32(float(param.blob.xp.dot(diff, diff)))
         norm = f32(np.sqrt(sumsq))
         if not np.isfinite(norm):
             raise TrainingDiverged(f"iteration {self.iter}: the gradient norm is {float(norm)}; training stopped "
