@@ -150,6 +150,11 @@ def _skip_batches(net: Net, batches: int) -> None:
             skip(batches)
 
 
+def _blob_loss_weights(net: Net) -> dict[str, float]:
+    """Caffe's blob_loss_weights: each blob's loss weight, set by the last layer writing it."""
+    return {name: layer.loss(j) for layer, tops in zip(net.layers, net.top_names) for j, name in enumerate(tops)}
+
+
 def _fmt(x) -> str:
     """A number the way a C++ ostream prints it (6 significant digits)."""
     return f"{float(x):.6g}"
@@ -201,7 +206,6 @@ class SGDSolver:
         self.snapshot_hooks: list[Callable[[str, str], None]] = []
         self._losses: list[np.float32] = []
         self._request: "str | None" = None
-        self._output_weights = self._loss_weights_of_outputs()
 
     # ------------------------------------------------------------------ construction helpers
     def _train_source(self) -> "str | pb.NetParameter":
@@ -245,14 +249,6 @@ class SGDSolver:
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
             what = "is not a folder" if not os.path.isdir(existing) else "is not writable"
             raise MemnetError(f"cannot write snapshots to prefix '{p.snapshot_prefix}': {existing} {what}")
-
-    def _loss_weights_of_outputs(self) -> dict[str, float]:
-        """Caffe's blob_loss_weights for the net outputs (the last layer writing a blob decides)."""
-        weights: dict[str, float] = {}
-        for layer, tops in zip(self.net.layers, self.net.top_names):
-            for j, name in enumerate(tops):
-                weights[name] = layer.loss(j)
-        return {name: weights.get(name, 0.0) for name in self.net.outputs}
 
     # ------------------------------------------------------------------ training
     def step(self, iters: int) -> None:
@@ -425,10 +421,9 @@ class SGDSolver:
         self._log_outputs("Test", net, means)
         return means
 
-    def _log_outputs(self, kind: str, net: Net, values: dict) -> None:
-        weights = self._output_weights if net is self.net else {
-            name: w for layer, tops in zip(net.layers, net.top_names) for name, w in
-            ((t, layer.loss(j)) for j, t in enumerate(tops))}
+    @staticmethod
+    def _log_outputs(kind: str, net: Net, values: dict) -> None:
+        weights = _blob_loss_weights(net)
         index = 0
         for name in sorted(values):  # Caffe keeps its outputs in a std::set: sorted by name
             value, weight = values[name], weights.get(name, 0.0)

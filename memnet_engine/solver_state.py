@@ -57,7 +57,8 @@ def history_arrays(state: pb.SolverState, shapes: Sequence[tuple[int, ...]], ori
 def locate_learned_net(learned_net: str, state_path: str) -> str:
     """Find the caffemodel a solverstate names: as written, else next to the solverstate."""
     folder = os.path.dirname(os.path.abspath(state_path))
-    for candidate in (learned_net, os.path.join(folder, learned_net), os.path.join(folder, os.path.basename(learned_net))):
+    candidates = (learned_net, os.path.join(folder, learned_net), os.path.join(folder, os.path.basename(learned_net)))
+    for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
     raise WeightsError(f"{state_path}: its weights file '{learned_net}' was not found (looked in the working "

@@ -153,8 +153,10 @@ def test_prepare_training_data_overrides_train_phase_hdf5_layers():
     tool = load_tool()
     net = me.caffe_pb2.NetParameter()
     me.prototxt.parse_text("""
-        layer { name: "train" type: "HDF5Data" top: "d" include { phase: TRAIN } hdf5_data_param { source: "a" batch_size: 2 } }
-        layer { name: "test" type: "HDF5Data" top: "d" include { phase: TEST } hdf5_data_param { source: "b" batch_size: 2 } }
+        layer { name: "train" type: "HDF5Data" top: "d" include { phase: TRAIN }
+                hdf5_data_param { source: "a" batch_size: 2 } }
+        layer { name: "test" type: "HDF5Data" top: "d" include { phase: TEST }
+                hdf5_data_param { source: "b" batch_size: 2 } }
         """, net)
     tool.prepare_training_data(net, Namespace(train_data="new_list.txt", batch_size=64))
     train, test = net.layer

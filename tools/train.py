@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train a Caffe net with memnet-engine, like ``caffe train``.
+"""Train a Caffe net with memnet-engine, like `caffe train`.
 
     python tools/train.py SOLVER.prototxt              # a Caffe solver file
     python tools/train.py NET_train.prototxt           # a net: trained with MemNet's released solver
@@ -9,7 +9,7 @@ Given a net instead of a solver, the settings of the original MemNet release are
 (caffe_files/*/MemNet_*_solver.prototxt of tyshiwo/MemNet: base_lr 0.1, momentum 0.9,
 weight_decay 1e-4, lr_policy step, gamma 0.1, stepsize 200000, clip_gradients 0.01 with the
 adjustable clipping of its patched Caffe, display 10000, snapshot 10000, max_iter 20000000);
-any of them can be overridden with the flags below, for solver files too.
+the solver-setting flags override them (and a solver file's settings).
 
 Snapshots (``<prefix>_iter_N.caffemodel`` / ``.solverstate``), ``train.log`` (Caffe's glog format,
 readable by Caffe's tools/extra/parse_log.py) and ``loss_curve.png`` go to ``--out``.
@@ -49,8 +49,8 @@ OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", metavar="SOLVER_OR_NET.prototxt",
                     help="a solver .prototxt, or a net .prototxt to train with MemNet's released solver settings")
     ap.add_argument("--solver", help="the solver .prototxt (instead of the positional argument)")
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     solver.add_argument("--max-iter", type=int, metavar="N", help="iterations to train (default 20000000)")
     solver.add_argument("--base-lr", type=float, help="base learning rate (0.1)")
     solver.add_argument("--momentum", type=float, help="momentum (0.9)")
-    solver.add_argument("--weight-decay", type=float, help="L2 weight decay (0.0001)")
+    solver.add_argument("--weight-decay", type=float, help="weight decay (0.0001)")
     solver.add_argument("--lr-policy", choices=["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"],
                         help="learning-rate policy (step)")
     solver.add_argument("--gamma", type=float, help="lr decay factor (0.1)")
