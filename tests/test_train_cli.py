@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from argparse import Namespace
@@ -126,6 +127,28 @@ def test_resume_with_snapshot_flag_continues_exactly(tmp_path):
     assert "Resuming from" in log and log.count("Solving tiny") == 2
     rows = parse_caffe_log(split / "train.log")  # the appended log still parses, with both runs' iterations
     assert sorted(rows) == list(range(6))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(TOOL), str(TINY_SOLVER), "--out", str(out), "--max-iter", "100000",
+                             "--snapshot-every", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "] Iteration 3 (" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stopped = re.search(r"stopped at iteration (\d+); resume with: --snapshot (\S+)", err)
+    assert stopped and 3 <= int(stopped.group(1)) < 100000
+    assert os.path.isfile(stopped.group(2)) and (out / "loss_curve.png").is_file()
+    assert "Optimization stopped early." in (out / "train.log").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
