@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,8 @@ from memnet_engine.models.standard import SOLVER_FILE, standard_files
 from memnet_engine.proto import caffe_pb2 as pb
 from memnet_engine.prototxt import parse_text, read_net_param, read_solver_param
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "golden"
-SHARED_GOLDEN = REPO.parent / "shared" / "golden"
+from conftest import GOLDEN_FIXTURES as FIXTURES, REPO, SHARED_GOLDEN
+
 sys.path.insert(0, str(REPO / "tools"))
 import make_memnet  # noqa: E402
 
