@@ -38,7 +38,7 @@ from .errors import WeightsError
 from .proto import caffe_pb2 as pb
 from .weights import array_to_blob_proto, atomic_output, blob_proto_array, read_caffemodel
 
-Arrays = "OrderedDict[str, np.ndarray]"
+Arrays = OrderedDict[str, np.ndarray]  # "<layer>/<i>" -> blob data, in layer order
 _KEY = re.compile(r"^(?P<layer>.+)/(?P<index>\d+)$")
 _WEIGHT_BIAS_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "Scale"}
 
@@ -142,7 +142,7 @@ def _add_blobs(layer: pb.LayerParameter, blobs: Iterable[np.ndarray]) -> None:
             array_to_blob_proto(array, proto)
 
 
-def read_arrays(path: str) -> "tuple[Arrays, pb.NetParameter | None]":
+def read_arrays(path: str) -> tuple[Arrays, "pb.NetParameter | None"]:
     """Caffe-named arrays from a .caffemodel or .npz, plus the caffemodel's layer definitions (if any)."""
     if path.endswith(".npz"):
         return load_npz(path), None
