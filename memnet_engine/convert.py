@@ -144,7 +144,7 @@ def _add_blobs(layer: pb.LayerParameter, blobs: Iterable[np.ndarray]) -> None:
 
 def read_arrays(path: str) -> tuple[Arrays, "pb.NetParameter | None"]:
     """Caffe-named arrays from a .caffemodel or .npz, plus the caffemodel's layer definitions (if any)."""
-    if path.endswith(".npz"):
+    if path.lower().endswith(".npz"):
         return load_npz(path), None
     model = read_caffemodel(path)
     return caffemodel_arrays(model, path), model

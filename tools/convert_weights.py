@@ -15,7 +15,7 @@ import sys
 
 from memnet_engine.convert import __doc__ as MAPPING
 from memnet_engine.convert import caffemodel_from_arrays, read_arrays, save_npz, save_torch, torch_state_dict
-from memnet_engine.errors import MemnetError
+from memnet_engine.errors import MemnetError, WeightsError
 from memnet_engine.prototxt import read_net_param
 from memnet_engine.weights import write_binary_atomic
 
@@ -53,7 +53,7 @@ def convert(args: argparse.Namespace) -> str:
     if out_ext == ".pt" or args.torch:
         definitions = net.layer if net is not None else model.layer if model is not None else None
         if definitions is None:
-            raise MemnetError(f"{args.input}: an .npz carries no layer types; pass the net's prototxt with --net")
+            raise WeightsError(f"{args.input}: an .npz carries no layer types; pass the net's prototxt with --net")
         state = torch_state_dict(arrays, definitions, args.input)
         (save_torch if out_ext == ".pt" else save_npz)(args.output, state)
         return f"wrote {args.output}: {len(state)} torch-style tensors from {len(arrays)} Caffe blobs"
