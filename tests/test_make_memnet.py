@@ -65,6 +65,7 @@ def test_generated_nets_build_with_the_golden_blob_and_param_shapes(name, folder
         assert [(p.owner, p.name, p.lr_mult) for p in ours.learnable_params] == \
                [(p.owner, p.name, p.lr_mult) for p in theirs.learnable_params]
         assert ours.outputs == theirs.outputs
+        assert conv_depth(ours) == conv_depth(theirs) == 1 + m * (2 * r + 1) + 1
 
 
 def test_caffe_trained_weights_load_by_name_and_reproduce_the_golden_deploy_output():
