@@ -157,3 +157,27 @@ def test_builder_output_feeds_hdf5data_layer(tmp_path):
         os.chdir(cwd)
     assert out["data"].shape == (8, 1, 31, 31) and out["label"].shape == (8, 1, 31, 31)
     np.testing.assert_allclose(out["label"] * 255, np.round(out["label"] * 255), atol=1e-4)
+
+
+def test_make_training_data_tool(tmp_path):
+    import subprocess
+    import sys
+
+    from memnet_engine.imageops import write_image
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    images = tmp_path / "images"
+    for i, img in enumerate(_images()):
+        write_image(str(images / f"{i}.png"), img)
+    tool = [sys.executable, os.path.join(root, "tools", "make_training_data.py")]
+    env = dict(os.environ, PYTHONPATH=root)
+    done = subprocess.run(tool + ["--task", "denoise", "--images", str(images), "--out", str(tmp_path / "out"),
+                                  "--levels", "25", "--no-augment", "--file-size", "10"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    expected = sum(patch_count(img.shape[:2], 31, 21) for img in _images())
+    assert done.stdout.startswith(f"{expected} patches of 31x31 from 2 images")
+    names, arrays = _read_set(str(tmp_path / "out" / "train.txt"))
+    assert len(names) == -(-expected // 10) and sum(len(d) for d, _ in arrays) == expected
+    done = subprocess.run(tool + ["--task", "sr", "--images", str(tmp_path / "none"), "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "none" in done.stderr

@@ -61,7 +61,10 @@ class PatchWriter:
         return self.list_path
 
     def _write_some(self, count: int) -> None:
-        data, label = np.concatenate(self._data), np.concatenate(self._label)
+        data = np.concatenate(self._data)
+        self._data.clear()  # free the pieces before copying again: peak memory stays ~2x the buffer
+        label = np.concatenate(self._label)
+        self._label.clear()
         order = self.rng.permutation(len(data))
         take, keep = order[:count], order[count:]
         self._save(data[take], label[take])
