@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     try:
         check_level(args.task, args.level)
         rows = evaluate(args, list_images(args.dataset))
-    except (MemnetError, ValueError, RuntimeError) as ex:
+    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. --device gpu without CuPy
         print(f"evaluate: error: {ex}", file=sys.stderr)
         return 1
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))

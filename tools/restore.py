@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         net = Net(args.model, "TEST", weights=args.weights, device=args.device)
         result = restore_image(net, image, args.task, scale, args.tile, args.overlap)
         write_image(args.output, result)
-    except (MemnetError, ValueError) as ex:
+    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. --device gpu without CuPy
         print(f"restore: error: {ex}", file=sys.stderr)
         return 1
     kind = "RGB" if result.ndim == 3 else "gray"
