@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
@@ -71,14 +72,15 @@ def read_binary(path: str, message: Message, what: str) -> Message:
     return message
 
 
-def write_binary_atomic(path: str, message: Message) -> None:
-    """Serialise ``message`` to ``path`` through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file renamed over ``path`` on success only."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(message.SerializeToString())
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -86,6 +88,12 @@ def write_binary_atomic(path: str, message: Message) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_binary_atomic(path: str, message: Message) -> None:
+    """Serialise ``message`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_output(path) as f:
+        f.write(message.SerializeToString())
 
 
 def read_caffemodel(path: str) -> pb.NetParameter:
