@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
+
+from .weights import atomic_output
 
 GLOG_LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
                logging.CRITICAL: "F"}
@@ -44,12 +45,6 @@ def read_logged_losses(path: str, before: int) -> list[tuple[int, float]]:
     return points
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class LossCurve:
     """Per-iteration losses in bounded memory: past ``max_points`` neighbours are averaged in pairs."""
 
@@ -82,17 +77,7 @@ class LossCurve:
             ax.set_ylabel("training loss")
             ax.set_title(title)
             ax.grid(True, alpha=0.3)
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    fig.savefig(f, format="png")
-                os.chmod(tmp, 0o666 & ~_umask())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_output(path) as f:
+                fig.savefig(f, format="png")
         finally:
             plt.close(fig)
