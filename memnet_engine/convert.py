@@ -36,7 +36,8 @@ import numpy as np
 
 from .errors import WeightsError
 from .proto import caffe_pb2 as pb
-from .weights import array_to_blob_proto, atomic_output, blob_proto_array, read_caffemodel
+from .atomic import atomic_output
+from .weights import array_to_blob_proto, blob_proto_array, read_caffemodel
 
 Arrays = OrderedDict[str, np.ndarray]  # "<layer>/<i>" -> blob data, in layer order
 _KEY = re.compile(r"^(?P<layer>.+)/(?P<index>\d+)$")

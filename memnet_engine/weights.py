@@ -1,14 +1,12 @@
 """Reading and writing binary Caffe files: .caffemodel (NetParameter) and BlobProto helpers."""
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
+from .atomic import atomic_output
 from .backend import to_numpy
 from .blob import Blob
 from .errors import WeightsError
@@ -70,24 +68,6 @@ def read_binary(path: str, message: Message, what: str) -> Message:
     except (DecodeError, RuntimeError, ValueError) as ex:
         raise WeightsError(f"{path}: truncated or corrupt {what} ({len(raw)} bytes): {ex}") from None
     return message
-
-
-@contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """A binary file to write ``path`` through: a temporary file renamed over ``path`` on success only."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_binary_atomic(path: str, message: Message) -> None:

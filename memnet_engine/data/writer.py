@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..imageops import atomic_path
+from ..atomic import atomic_path
 
 
 class PatchWriter:

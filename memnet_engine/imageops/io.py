@@ -5,14 +5,12 @@ the image goes to a temporary file in the same folder that is then renamed.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..atomic import atomic_path
 from ..errors import MemnetError
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -41,29 +39,6 @@ def list_images(folder: str) -> list[str]:
     if not names:
         raise MemnetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'")
     return [os.path.join(folder, n) for n in names]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_image(path: str, image: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from google.protobuf import text_format
 
 from ..proto import caffe_pb2 as pb
-from ..weights import atomic_output
+from ..atomic import atomic_output
 from .memnet import MemNetConfig, memnet_deploy_net, memnet_train_net
 
 TRAIN_SOURCE = "data/train_list.txt"
