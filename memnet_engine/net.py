@@ -149,7 +149,7 @@ class Net:
             if need_backward:
                 for name in lp.top:
                     self._blob_needs_backward[name] = True
-        self.outputs: list[str] = list(available)
+        self.outputs: list[str] = sorted(available)  # Caffe keeps them in a std::set: sorted by name
 
     def _append_params(self, layer: Layer) -> bool:
         """Register ``layer``'s parameter blobs, sharing named ones; True if any has lr_mult != 0."""

@@ -425,7 +425,7 @@ class SGDSolver:
     def _log_outputs(kind: str, net: Net, values: dict) -> None:
         weights = _blob_loss_weights(net)
         index = 0
-        for name in sorted(values):  # Caffe keeps its outputs in a std::set: sorted by name
+        for name in values:  # net.outputs order: sorted by name, as Caffe's std::set
             value, weight = values[name], weights.get(name, 0.0)
             for v in np.ravel(to_numpy(value)):
                 note = f" (* {_fmt(weight)} = {_fmt(f32(weight) * v)} loss)" if weight else ""
