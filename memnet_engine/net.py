@@ -75,6 +75,8 @@ class Net:
 
         param = read_net_param(net_file)
         self.name = param.name
+        self.source_param = pb.NetParameter()  # as read, before any transformation
+        self.source_param.CopyFrom(param)
         upgrade_net_input(param)
         state = pb.NetState(phase=self.phase, level=level)
         state.stage.extend(stages)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from memnet_engine.imageops import write_image
+from memnet_engine.scoring import protocol_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "evaluate.py")
@@ -53,13 +54,13 @@ def test_classic5_jpeg_rows(capsys, quality, psnr):
 
 def test_protocol_scores_closed_forms():
     clean = np.random.default_rng(0).integers(0, 256, (40, 30)) / 255.0
-    assert evaluate.protocol_scores("sr", 3, clean, clean) == (math.inf, pytest.approx(1.0))
-    psnr, _ = evaluate.protocol_scores("jpeg", 10, clean, clean + 4 / 255)
+    assert protocol_scores("sr", 3, clean, clean) == (math.inf, pytest.approx(1.0))
+    psnr, _ = protocol_scores("jpeg", 10, clean, clean + 4 / 255)
     assert psnr == pytest.approx(20 * math.log10(255 / 4), abs=1e-4)
     # SR rounds to uint8 and shaves `scale` pixels: a change inside the border is not seen
     touched = clean.copy()
     touched[:3, :] = 0
-    assert evaluate.protocol_scores("sr", 3, clean, touched)[0] == math.inf
+    assert protocol_scores("sr", 3, clean, touched)[0] == math.inf
 
 
 def _folder(tmp_path):

@@ -177,3 +177,20 @@ def test_v1_layers_are_refused_with_a_hint(tmp_path):
     path.write_text('layers { name: "x" bottom: "a" top: "b" }\n')
     with pytest.raises(me.PrototxtError, match="V1 'layers"):
         me.Net(str(path))
+
+
+def test_deploy_from_train_drops_data_labels_and_losses():
+    from memnet_engine.net_param import deploy_from_train
+
+    text = ('layer { name: "d" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN } '
+            'hdf5_data_param { source: "x.txt" batch_size: 2 } }\n'
+            + CONV.format("c", "data", "y", "") +
+            'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "y" top: "out" }\n'
+            'layer { name: "l" type: "EuclideanLoss" bottom: "out" bottom: "label" top: "l" }\n'
+            'layer { name: "gap" type: "Eltwise" bottom: "label" bottom: "out" top: "gap" }\n')
+    train = text_format.Parse(text, me.caffe_pb2.NetParameter())
+    deploy = deploy_from_train(train, {"data": (1, 2, 5, 6)})
+    assert [layer.name for layer in deploy.layers] == [] and [layer.name for layer in deploy.layer] == [
+        "input", "c", "sum"]
+    net = me.Net(deploy, phase=me.TEST)
+    assert net.inputs == ["data"] and net.outputs == ["out"] and net.blobs["out"].shape == (1, 2, 5, 6)

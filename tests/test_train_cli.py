@@ -181,21 +181,32 @@ def test_prepare_training_data_overrides_train_phase_hdf5_layers():
         layer { name: "test" type: "HDF5Data" top: "d" include { phase: TEST }
                 hdf5_data_param { source: "b" batch_size: 2 } }
         """, net)
-    tool.prepare_training_data(net, Namespace(train_data="new_list.txt", batch_size=64))
+    assert not tool.prepare_training_data(net, Namespace(train_data="new_list.txt", batch_size=64))
     train, test = net.layer
     assert (train.hdf5_data_param.source, train.hdf5_data_param.batch_size) == (os.path.abspath("new_list.txt"), 64)
     assert (test.hdf5_data_param.source, test.hdf5_data_param.batch_size) == ("b", 2)
-    untouched = me.caffe_pb2.NetParameter()
-    untouched.CopyFrom(net)
-    assert tool.prepare_training_data(untouched, Namespace(train_data=None, batch_size=None)) == net
+    with pytest.raises(me.MemnetError, match="layer 'train': training data list '.*new_list.txt' not found"):
+        tool.prepare_training_data(net, Namespace(train_data=None, batch_size=None))
     with pytest.raises(me.MemnetError, match="no HDF5Data layer in the TRAIN phase"):
         tool.prepare_training_data(me.caffe_pb2.NetParameter(name="n"), Namespace(train_data="x", batch_size=None))
+
+
+def test_missing_placeholder_source_gets_the_default_set(tmp_path, monkeypatch):
+    tool = load_tool()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tool, "ensure_default_training_set", lambda: "/cache/default/train.txt")
+    net = me.caffe_pb2.NetParameter()
+    me.prototxt.parse_text('layer { name: "data" type: "HDF5Data" top: "data" '
+                           'hdf5_data_param { source: "data/train_list.txt" batch_size: 2 } }', net)
+    assert tool.prepare_training_data(net, Namespace(train_data=None, batch_size=None))
+    assert net.layer[0].hdf5_data_param.source == "/cache/default/train.txt"
 
 
 def test_batch_size_flag_reaches_the_net(tmp_path, monkeypatch):
     tool = load_tool()
     args = tool.parse_args([str(GOLDEN_NET), "--batch-size", "2", "--base-lr", "0.5", "--no-adjustable-clip"])
-    param = tool.build_solver_param(args)
+    param, uses_default = tool.build_solver_param(args)
+    assert not uses_default
     assert param.net_param.layer[0].hdf5_data_param.batch_size == 2
     assert param.base_lr == pytest.approx(0.5) and not param.adjustable_clip and param.clip_gradients == \
         pytest.approx(0.01)

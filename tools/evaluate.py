@@ -26,8 +26,9 @@ from tqdm import tqdm
 from memnet_engine.data import TASKS, degrade, task_channel
 from memnet_engine.data.degradations import LEVEL_NAMES, check_level
 from memnet_engine.errors import MemnetError
-from memnet_engine.imageops import list_images, psnr, read_image, shave, ssim, to_uint8
+from memnet_engine.imageops import list_images, read_image
 from memnet_engine.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore
+from memnet_engine.scoring import protocol_scores
 
 BASELINES = {"sr": "bicubic", "denoise": "noisy", "jpeg": "jpeg"}
 TILES = {"sr": DEFAULT_TILE, "denoise": 120, "jpeg": DEFAULT_TILE}  # thresh_hei of the MATLAB scripts
@@ -62,16 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.tile is None:
         args.tile = TILES[args.task]
     return args
-
-
-def protocol_scores(task: str, level: float, clean: np.ndarray, result: np.ndarray) -> tuple[float, float]:
-    """(PSNR, SSIM) of ``result`` against ``clean`` (both on [0, 1]) as the MemNet scripts compute them."""
-    if task == "sr":
-        border = int(level)
-        clean, result = (shave(to_uint8(np.float32(x) * np.float32(255)), border) for x in (clean, result))
-    else:
-        clean, result = (np.float32(x) * np.float32(255) for x in (clean, result))
-    return psnr(clean, result), ssim(clean, result)
 
 
 def evaluate(args: argparse.Namespace, paths: list[str]) -> list[dict]:

@@ -29,7 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import memnet_engine as me  # noqa: E402
 from memnet_engine.layers.hdf5_data import resolve  # noqa: E402
+from memnet_engine.data import ensure_default_training_set  # noqa: E402
+from memnet_engine.models.standard import TRAIN_SOURCE  # noqa: E402
 from memnet_engine.net_param import filter_net  # noqa: E402
+from memnet_engine.preview import write_sr_preview  # noqa: E402
 from memnet_engine.prototxt import read_net_param, read_text_file, to_text  # noqa: E402
 from memnet_engine.solver import IterationStats, read_solver  # noqa: E402
 from memnet_engine.solver_log import GlogFormatter, LossCurve, read_logged_losses  # noqa: E402
@@ -63,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = ap.add_argument_group("training data (the net's HDF5Data layers)")
     data.add_argument("--train-data", metavar="LIST", help="text file listing the .h5 training files (HDF5Data source)")
     data.add_argument("--batch-size", type=int, metavar="N", help="HDF5Data batch size")
+    data.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
+                      help="after training, restore a held-out photo degraded by bicubic x3 and write "
+                           "preview_sr_x3.png (bicubic | restored | original); default: on with the built-in "
+                           "training set")
     solver = ap.add_argument_group("solver settings (override the solver file or MemNet's released settings)")
     solver.add_argument("--max-iter", type=int, metavar="N", help="iterations to train (default 20000000)")
     solver.add_argument("--base-lr", type=float, help="base learning rate (0.1)")
@@ -137,8 +144,13 @@ def anchor_data_sources(net_param: pb.NetParameter, net_dir: str) -> None:
                 layer.hdf5_data_param.source = os.path.abspath(found)
 
 
-def prepare_training_data(net_param: pb.NetParameter, args: argparse.Namespace) -> pb.NetParameter:
-    """Apply --train-data / --batch-size to the HDF5Data layers the TRAIN phase uses; returns ``net_param``."""
+def prepare_training_data(net_param: pb.NetParameter, args: argparse.Namespace) -> bool:
+    """Apply --train-data / --batch-size to the HDF5Data layers the TRAIN phase uses.
+
+    A layer whose source is the generated nets' placeholder (``data/train_list.txt``) and does not
+    exist gets the built-in default SR set (built once from scikit-image's photos); any other
+    missing source is an error.  Returns True if the default set is used.
+    """
     train_view = pb.NetParameter()
     train_view.CopyFrom(net_param)
     filter_net(train_view, pb.NetState(phase=pb.TRAIN))
@@ -147,16 +159,26 @@ def prepare_training_data(net_param: pb.NetParameter, args: argparse.Namespace) 
     if (args.train_data or args.batch_size) and not layers:
         raise me.MemnetError(f"net '{net_param.name}' has no HDF5Data layer in the TRAIN phase for --train-data / "
                              "--batch-size")
+    uses_default = False
     for layer in layers:
         if args.train_data:
             layer.hdf5_data_param.source = os.path.abspath(args.train_data)
+        elif not os.path.exists(layer.hdf5_data_param.source):
+            if layer.hdf5_data_param.source != TRAIN_SOURCE:
+                raise me.MemnetError(f"layer '{layer.name}': training data list '{layer.hdf5_data_param.source}' "
+                                     "not found; make one with tools/make_training_data.py and pass --train-data")
+            log.info("No training data at %s: using the built-in default SR set (built once from scikit-image's "
+                     "photos; see README for the paper's 291-image set)", TRAIN_SOURCE)
+            layer.hdf5_data_param.source = ensure_default_training_set()
+            uses_default = True
         if args.batch_size:
             layer.hdf5_data_param.batch_size = args.batch_size
-    return net_param
+    return uses_default
 
 
-def build_solver_param(args: argparse.Namespace) -> pb.SolverParameter:
-    """The solver to run: the file's (or MemNet's released one) with the net embedded and the flags applied."""
+def build_solver_param(args: argparse.Namespace) -> tuple[pb.SolverParameter, bool]:
+    """The solver to run (the file's, or MemNet's released one) with the net embedded and the flags
+    applied, and whether the built-in default training set is used."""
     path = args.solver or args.model
     if is_solver_file(path):
         param = read_solver(path)
@@ -165,7 +187,7 @@ def build_solver_param(args: argparse.Namespace) -> pb.SolverParameter:
         net_param, net_dir = read_net_param(path), os.path.dirname(os.path.abspath(path))
         param, field = paper_solver(net_param.name or "net"), "net_param"
     anchor_data_sources(net_param, net_dir)
-    net_param = prepare_training_data(net_param, args)
+    uses_default = prepare_training_data(net_param, args)
     for file_field, embedded in NET_FIELDS.items():
         param.ClearField(file_field)
     getattr(param, field).CopyFrom(net_param)
@@ -175,7 +197,7 @@ def build_solver_param(args: argparse.Namespace) -> pb.SolverParameter:
             setattr(param, field_name, value)
     if args.weights:
         param.weights.append(args.weights)
-    return param
+    return param, uses_default
 
 
 def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
@@ -262,9 +284,22 @@ class Progress:
         self.bar.close()
 
 
+def write_preview(net: me.Net, out: str) -> None:
+    """Restore the held-out photo with the trained weights; a net that cannot do it is only warned about."""
+    path = os.path.join(out, "preview_sr_x3.png")
+    log.info("Restoring a held-out photo (bicubic x3) for %s ...", path)
+    try:
+        result = write_sr_preview(net, path, scale=3)
+    except (me.MemnetError, KeyError, ValueError) as ex:
+        log.warning("No preview: this net cannot restore a photo (%s)", ex)
+        return
+    log.info("Preview %s: PSNR on Y, bicubic %.2f dB, restored %.2f dB (bicubic | restored | original)",
+             path, result.psnr_bicubic, result.psnr_restored)
+
+
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
-    param = build_solver_param(args)
+    param, uses_default = build_solver_param(args)
     net_name = param.net_param.name or param.train_net_param.name or "net"
     out = args.out or os.path.join("runs", net_name)
     param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
@@ -285,6 +320,8 @@ def train(args: argparse.Namespace) -> int:
             progress.close()
             progress.draw()
         state = os.path.join(out, f"{os.path.basename(param.snapshot_prefix)}_iter_{solver.iter}.solverstate")
+        if args.preview if args.preview is not None else uses_default:
+            write_preview(solver.net, out)
         if solver.requested_early_exit:
             print(f"stopped at iteration {solver.iter}; resume with: --snapshot {state}", file=sys.stderr)
         else:
