@@ -20,6 +20,8 @@ setup(
         "pillow>=9.0",
         "h5py>=3.8",
         "tqdm>=4.60",
+        "scikit-image>=0.19",  # its bundled photos are the default training set of tools/train.py
+        "matplotlib>=3.5",  # the loss-curve plot written next to snapshots
     ],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],

@@ -64,4 +64,4 @@ def fill(param: pb.FillerParameter, shape: tuple[int, ...], dtype=np.float32) ->
         out = np.broadcast_to(np.outer(ramp, ramp), shape)
     else:
         raise NetError(f"unknown filler type {kind!r}")
-    return np.array(out, dtype=dtype, order="C")  # (ascontiguousarray would make a 0-d shape 1-d)
+    return np.array(out, dtype=dtype).reshape(shape)

@@ -75,6 +75,8 @@ class Net:
 
         param = read_net_param(net_file)
         self.name = param.name
+        self.source_param = pb.NetParameter()  # as read, before any transformation
+        self.source_param.CopyFrom(param)
         upgrade_net_input(param)
         state = pb.NetState(phase=self.phase, level=level)
         state.stage.extend(stages)
@@ -149,7 +151,7 @@ class Net:
             if need_backward:
                 for name in lp.top:
                     self._blob_needs_backward[name] = True
-        self.outputs: list[str] = list(available)
+        self.outputs: list[str] = sorted(available)  # Caffe keeps them in a std::set: sorted by name
 
     def _append_params(self, layer: Layer) -> bool:
         """Register ``layer``'s parameter blobs, sharing named ones; True if any has lr_mult != 0."""

@@ -118,3 +118,33 @@ def insert_splits(param: pb.NetParameter) -> None:
             out.append(split)
     del param.layer[:]
     param.layer.extend(out)
+
+
+def deploy_from_train(param: pb.NetParameter, inputs: dict[str, tuple[int, ...]]) -> pb.NetParameter:
+    """A deploy (TEST-phase inference) version of a training net.
+
+    Its data layers are replaced by one Input layer with the blobs in ``inputs`` (name -> shape);
+    loss layers, and every layer that needs a blob no longer produced (the labels), are dropped.
+    """
+    source = pb.NetParameter()
+    source.CopyFrom(param)
+    upgrade_net_input(source)
+    filter_net(source, pb.NetState(phase=pb.TEST))
+    deploy = pb.NetParameter(name=source.name)
+    feed = deploy.layer.add(name="input", type="Input", top=list(inputs))
+    for shape in inputs.values():
+        feed.input_param.shape.add(dim=list(shape))
+    available = set(inputs)
+    for layer in source.layer:
+        if layer.type in DATA_LAYER_TYPES or layer.type.endswith("Loss"):
+            continue
+        if all(name in available for name in layer.bottom):
+            kept = deploy.layer.add()
+            kept.CopyFrom(layer)
+            del kept.include[:], kept.exclude[:], kept.loss_weight[:]
+            kept.ClearField("phase")
+            available.update(layer.top)
+    return deploy
+
+
+DATA_LAYER_TYPES = ("HDF5Data", "Input", "Data", "ImageData", "MemoryData", "DummyData", "WindowData")

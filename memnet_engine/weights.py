@@ -1,13 +1,12 @@
 """Reading and writing binary Caffe files: .caffemodel (NetParameter) and BlobProto helpers."""
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
+from .atomic import atomic_output
 from .backend import to_numpy
 from .blob import Blob
 from .errors import WeightsError
@@ -73,19 +72,8 @@ def read_binary(path: str, message: Message, what: str) -> Message:
 
 def write_binary_atomic(path: str, message: Message) -> None:
     """Serialise ``message`` to ``path`` through a temporary file and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(message.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as f:
+        f.write(message.SerializeToString())
 
 
 def read_caffemodel(path: str) -> pb.NetParameter:

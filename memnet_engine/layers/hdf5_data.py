@@ -101,6 +101,17 @@ class HDF5DataLayer(DataLayer):
             self._next()
         return [np.stack([arrays[k][row] for arrays, row in picks]) for k in range(len(self.arrays))]
 
+    def skip_batches(self, n: int) -> None:
+        """Advance as ``n`` forward passes would (same rows, files and shuffles) without building batches."""
+        remaining = int(n) * self.batch_size
+        while remaining > 0:
+            step = min(remaining, len(self.rows) - 1 - self.current_row)
+            self.current_row += step
+            remaining -= step
+            if remaining:
+                self._next()
+                remaining -= 1
+
     def forward_cpu(self, bottoms, tops) -> None:
         for top, batch in zip(tops, self.next_batch()):
             top.data = self.xp.asarray(batch)

@@ -1,0 +1,518 @@
+"""SGDSolver: Caffe's SGD solver (Solver::Step / Solve and SGDSolver::ApplyUpdate), pycaffe-like.
+
+>>> solver = SGDSolver("solver.prototxt")
+>>> solver.net.copy_from("init.caffemodel")
+>>> solver.step(100)              # or solver.solve(), which also snapshots at the end
+
+One iteration, as in Caffe: clear the parameter diffs; run the test nets when due; forward and
+backward ``iter_size`` times (the loss is their mean, smoothed over ``average_loss`` iterations
+for display); then ApplyUpdate: rate = lr policy; clip the global L2 norm of all diffs to
+``clip_gradients``; for every learnable parameter scale by 1/iter_size, add weight decay, fold
+into the momentum history and subtract.  After a step a parameter's diff holds the update value.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .backend import CPU, GPU, get_array_module, to_numpy
+from .errors import MemnetError
+from .fillers import set_random_seed
+from .layers.hdf5_data import resolve
+from .lr_policy import check_policy, learning_rate
+from .net import TEST, TRAIN, Net
+from .proto import caffe_pb2 as pb
+from .prototxt import read_net_param, read_solver_param
+from .solver_state import (history_arrays, locate_learned_net, read_solver_state, snapshot_filename,
+                           write_solver_state)
+from .weights import net_to_proto, write_binary_atomic
+
+log = logging.getLogger(__name__)
+f32 = np.float32
+
+SOLVER_TYPES = {pb.SolverParameter.SGD: "SGD", pb.SolverParameter.NESTEROV: "Nesterov",
+                pb.SolverParameter.ADAGRAD: "AdaGrad", pb.SolverParameter.RMSPROP: "RMSProp",
+                pb.SolverParameter.ADADELTA: "AdaDelta", pb.SolverParameter.ADAM: "Adam"}
+STOP, SNAPSHOT = "stop", "snapshot"
+
+
+class TrainingDiverged(MemnetError):
+    """The loss (or the gradient norm) became NaN or infinite; the weights were left as they were."""
+
+
+@dataclass
+class IterationStats:
+    """What one finished iteration reports to ``SGDSolver.iteration_hooks``."""
+
+    iteration: int          # iterations done (Caffe's iter_ after the update)
+    loss: float             # this iteration's loss (mean over iter_size)
+    smoothed_loss: float    # mean over the last average_loss iterations
+    lr: float               # the rate used for this update
+
+
+# ---------------------------------------------------------------------------- the update rule
+def sgd_update_cpu(data: np.ndarray, diff: np.ndarray, history: np.ndarray, *, local_rate, local_decay, momentum,
+                   l1: bool, scale) -> None:
+    """SGDSolver's Normalize + Regularize + ComputeUpdateValue + Blob::Update for one parameter, in place."""
+    if scale != 1:
+        diff *= scale
+    if local_decay:
+        diff += local_decay * (np.sign(data) if l1 else data)
+    history *= momentum
+    history += local_rate * diff
+    diff[...] = history
+    data -= diff
+
+
+def sgd_update(device: str) -> Callable:
+    """The update function for parameters on ``device`` (the GPU one is a fused kernel)."""
+    if device == GPU:
+        from .cuda.sgd import sgd_update_gpu
+        return sgd_update_gpu
+    return sgd_update_cpu
+
+
+# ---------------------------------------------------------------------------- solver files
+def read_solver(path: "str | os.PathLike") -> pb.SolverParameter:
+    """Read a solver .prototxt with Caffe's upgrades, resolving net paths against its folder.
+
+    ``net`` / ``train_net`` / ``test_net`` are used as given when they exist from the working
+    directory (Caffe's rule), else relative to the solver file's folder.  A missing
+    ``snapshot_prefix`` becomes the solver path without extension; a directory becomes
+    ``dir/<solver stem>`` (Caffe's UpgradeSnapshotPrefixProperty).
+    """
+    path = os.fspath(path)
+    param = read_solver_param(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if param.HasField("solver_type"):
+        if param.HasField("type") and param.type != SOLVER_TYPES[param.solver_type]:
+            raise MemnetError(f"{path}: solver_type and type disagree; give only type")
+        param.type = SOLVER_TYPES[param.solver_type]
+        param.ClearField("solver_type")
+    for field in ("net", "train_net"):
+        if param.HasField(field):
+            setattr(param, field, resolve(getattr(param, field), folder))
+    resolved = [resolve(p, folder) for p in param.test_net]
+    del param.test_net[:]
+    param.test_net.extend(resolved)
+    stem = os.path.splitext(path)[0]
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = stem
+    elif os.path.isdir(param.snapshot_prefix):
+        param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
+    return param
+
+
+def _check_settings(param: pb.SolverParameter) -> None:
+    if param.type != "SGD":
+        raise MemnetError(f"solver type {param.type!r} is not supported: memnet-engine implements SGD (the solver "
+                          "MemNet was trained with)")
+    if param.average_loss < 1:
+        raise MemnetError("average_loss must be at least 1")
+    if param.iter_size < 1:
+        raise MemnetError("iter_size must be at least 1")
+    if param.regularization_type not in ("L1", "L2"):
+        raise MemnetError(f"unknown regularization_type {param.regularization_type!r}: use L2 or L1")
+    if param.snapshot_format != pb.SolverParameter.BINARYPROTO:
+        raise MemnetError("snapshot_format HDF5 is not supported; use BINARYPROTO (Caffe's default)")
+    check_policy(param)
+
+
+def _net_sources(param: pb.SolverParameter) -> list[str]:
+    return [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
+
+
+def _build_net(source: "str | pb.NetParameter", phase: int, override: "pb.NetState | None", device: str) -> Net:
+    """A Net whose NetState merges, as Caffe does: phase < the net's own ``state`` < ``override``."""
+    own = read_net_param(source).state
+    state = pb.NetState(phase=phase)
+    state.MergeFrom(own)
+    if override is not None:
+        state.MergeFrom(override)
+    return Net(source, phase=state.phase, level=state.level, stages=list(state.stage), device=device)
+
+
+def _skip_batches(net: Net, batches: int) -> None:
+    """Advance every data layer of ``net`` by ``batches`` forward passes (same rows, same RNG draws)."""
+    if batches <= 0:
+        return
+    for layer in net.layers:
+        skip = getattr(layer, "skip_batches", None)
+        if skip is not None:
+            skip(batches)
+
+
+def _blob_loss_weights(net: Net) -> dict[str, float]:
+    """Caffe's blob_loss_weights: each blob's loss weight, set by the last layer writing it."""
+    return {name: layer.loss(j) for layer, tops in zip(net.layers, net.top_names) for j, name in enumerate(tops)}
+
+
+def _fmt(x) -> str:
+    """A number the way a C++ ostream prints it (6 significant digits)."""
+    return f"{float(x):.6g}"
+
+
+# ---------------------------------------------------------------------------- the solver
+class SGDSolver:
+    """Caffe's SGD solver over a train net (and optional test nets sharing its weights).
+
+    ``solver`` is a solver .prototxt path or a SolverParameter.  Attributes as in pycaffe:
+    ``net``, ``test_nets``, ``iter``; plus ``param``, ``current_step``, ``history`` (momentum,
+    one array per learnable parameter) and ``smoothed_loss``.  ``iteration_hooks`` are called
+    with an IterationStats after every iteration, ``snapshot_hooks`` with (caffemodel,
+    solverstate) after every snapshot.
+    """
+
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = CPU):
+        if isinstance(solver, pb.SolverParameter):
+            self.param = pb.SolverParameter()
+            self.param.CopyFrom(solver)
+        else:
+            self.param = read_solver(solver)
+        param = self.param
+        _check_settings(param)
+        sources = _net_sources(param)
+        if len(sources) != 1:
+            raise MemnetError("the solver must name exactly one train net with one of net, net_param, train_net, "
+                              f"train_net_param (it gives {', '.join(sources) or 'none'})")
+        self.device = device
+        self._check_snapshot_prefix()
+        if param.random_seed >= 0:
+            set_random_seed(param.random_seed)
+        log.info("Creating training net from %s", f"net file: {getattr(param, sources[0])}"
+                 if sources[0] in ("net", "train_net") else sources[0])
+        self.net = _build_net(self._train_source(), TRAIN, param.train_state, device)
+        for weights in param.weights:
+            for path in weights.split(","):
+                log.info("Finetuning from %s", path)
+                self.net.copy_from(path)
+        self.test_nets = self._build_test_nets()
+        for test_net in self.test_nets:
+            test_net.share_weights_with(self.net)
+        self.history = [p.blob.xp.zeros(p.blob.shape, p.blob.dtype) for p in self.net.learnable_params]
+        self.iter = 0
+        self.current_step = 0
+        self.smoothed_loss = f32(0)
+        self.requested_early_exit = False
+        self.iteration_hooks: list[Callable[[IterationStats], None]] = []
+        self.snapshot_hooks: list[Callable[[str, str], None]] = []
+        self._losses: list[np.float32] = []
+        self._request: "str | None" = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _train_source(self) -> "str | pb.NetParameter":
+        p = self.param
+        for field in ("train_net_param", "net_param"):
+            if p.HasField(field):
+                return getattr(p, field)
+        return p.train_net if p.HasField("train_net") else p.net
+
+    def _build_test_nets(self) -> list[Net]:
+        """Caffe's InitTestNets: test_net_param, then test_net files, then the generic net per remaining test_iter."""
+        p = self.param
+        specific = [("test_net_param", q) for q in p.test_net_param] + [(f"test_net file: {f}", f) for f in p.test_net]
+        generic = next(((f"net file: {p.net}" if f == "net" else f, getattr(p, f)) for f in ("net_param", "net")
+                        if p.HasField(f)), None)
+        if len(p.test_iter) < len(specific) or (generic is None and len(p.test_iter) != len(specific)):
+            raise MemnetError(f"test_iter must be given once per test net ({len(specific)} test nets, "
+                              f"{len(p.test_iter)} test_iter values)")
+        sources = specific + [generic] * (len(p.test_iter) - len(specific))
+        if p.test_state and len(p.test_state) != len(sources):
+            raise MemnetError(f"test_state must be unspecified or given once per test net ({len(sources)})")
+        if sources and p.test_interval <= 0:
+            raise MemnetError("test nets need test_interval > 0")
+        nets = []
+        for i, (label, source) in enumerate(sources):
+            log.info("Creating test net (#%d) specified by %s", i, label)
+            nets.append(_build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
+        return nets
+
+    def _check_snapshot_prefix(self) -> None:
+        """Fail early (as Caffe does) when periodic snapshots could not be written."""
+        p = self.param
+        if not p.snapshot_prefix:
+            name = read_net_param(self._train_source()).name or "net"
+            p.snapshot_prefix = name
+        if p.snapshot <= 0:
+            return
+        existing = os.path.dirname(os.path.abspath(p.snapshot_prefix))
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+            what = "is not a folder" if not os.path.isdir(existing) else "is not writable"
+            raise MemnetError(f"cannot write snapshots to prefix '{p.snapshot_prefix}': {existing} {what}")
+
+    # ------------------------------------------------------------------ training
+    def step(self, iters: int) -> None:
+        """Run ``iters`` iterations (Caffe's Solver::Step)."""
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + int(iters)
+        self._losses = []
+        self.smoothed_loss = f32(0)
+        timer, iterations_last = time.perf_counter(), self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if self._test_due(self.iter):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            display = p.display and self.iter % p.display == 0
+            loss = f32(0)
+            for _ in range(p.iter_size):
+                loss += f32(self.net.forward_backward())
+            loss /= f32(p.iter_size)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(f"iteration {self.iter}: the loss is {float(loss)}; training stopped before "
+                                       "updating the weights (the last snapshot, if any, is kept). Lower base_lr "
+                                       "or clip the gradients (clip_gradients)")
+            self._update_smoothed_loss(loss, start_iter, p.average_loss)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - iterations_last) / (lapse or 1)
+                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s), _fmt(lapse),
+                         p.display, _fmt(self.smoothed_loss))
+                timer, iterations_last = time.perf_counter(), self.iter
+                self._log_outputs("Train", self.net, {n: self.net.blobs[n].data for n in self.net.outputs})
+            rate = self.apply_update()
+            self.iter += 1
+            for hook in self.iteration_hooks:
+                hook(IterationStats(self.iter, float(loss), float(self.smoothed_loss), float(rate)))
+            request = self._take_request()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
+                self.snapshot()
+            if request == STOP:
+                self.requested_early_exit = True
+                break
+
+    def solve(self, resume_file: "str | None" = None, handle_signals: bool = True) -> None:
+        """Train to ``max_iter`` (Caffe's Solver::Solve), snapshotting at the end.
+
+        With ``handle_signals`` (main thread only) Ctrl-C (SIGINT) snapshots and stops after the
+        current iteration, and SIGHUP snapshots, as ``caffe train`` does; a second Ctrl-C aborts.
+        """
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", self.param.lr_policy)
+        self.requested_early_exit = False
+        if resume_file:
+            self.restore(resume_file)
+        start_iter = self.iter
+        with self._signal_handlers(handle_signals):
+            self.step(self.param.max_iter - self.iter)
+            p = self.param
+            if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+                self.snapshot()
+        if self.requested_early_exit:
+            log.info("Optimization stopped early.")
+            return
+        if self.param.display and self.iter % self.param.display == 0:
+            self._update_smoothed_loss(f32(self.net.forward_range()), start_iter, self.param.average_loss)
+            log.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
+        if self.param.test_interval and self.iter % self.param.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def _update_smoothed_loss(self, loss: np.float32, start_iter: int, average_loss: int) -> None:
+        if len(self._losses) < average_loss:
+            self._losses.append(loss)
+            size = len(self._losses)
+            self.smoothed_loss = (self.smoothed_loss * f32(size - 1) + loss) / f32(size)
+        else:
+            idx = (self.iter - start_iter) % average_loss
+            self.smoothed_loss += (loss - self._losses[idx]) / f32(average_loss)
+            self._losses[idx] = loss
+
+    def apply_update(self) -> np.float32:
+        """SGDSolver::ApplyUpdate: lr policy, gradient clipping, then the per-parameter update."""
+        p = self.param
+        rate, step = learning_rate(p, self.iter, self.current_step)
+        if p.lr_policy == "multistep" and step != self.current_step:
+            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, step)
+        self.current_step = step
+        if p.display and self.iter % p.display == 0:
+            log.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
+        self._clip_gradients(rate)
+        scale = f32(1) / f32(p.iter_size) if p.iter_size > 1 else f32(1)
+        weight_decay, momentum = f32(p.weight_decay), f32(p.momentum)
+        l1 = p.regularization_type == "L1"
+        for param, history in zip(self.net.learnable_params, self.history):
+            blob = param.blob
+            sgd_update(blob.device)(blob.data, blob.diff, history, local_rate=rate * f32(param.lr_mult),
+                                    local_decay=weight_decay * f32(param.decay_mult), momentum=momentum, l1=l1,
+                                    scale=scale)
+        return rate
+
+    def _clip_gradients(self, rate: np.float32) -> None:
+        """Scale all diffs so their global L2 norm is at most the threshold (clip < 0: off).
+
+        With ``adjustable_clip`` (MemNet's patched Caffe) the threshold is clip_gradients / rate.
+        """
+        clip = f32(self.param.clip_gradients)
+        if clip < 0:
+            return
+        if self.param.adjustable_clip:
+            with np.errstate(divide="ignore"):
+                clip = clip / rate
+        sumsq = f32(0)
+        for param in self.net.learnable_params:
+            diff = param.blob.diff.ravel()
+            sumsq += f32(float(param.blob.xp.dot(diff, diff)))
+        norm = f32(np.sqrt(sumsq))
+        if not np.isfinite(norm):
+            raise TrainingDiverged(f"iteration {self.iter}: the gradient norm is {float(norm)}; training stopped "
+                                   "before updating the weights (the last snapshot, if any, is kept)")
+        if norm > clip:
+            factor = clip / norm
+            # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here
+            displaying = self.param.display and self.iter % self.param.display == 0
+            log.log(logging.INFO if displaying else logging.DEBUG, "Gradient clipping: scaling down gradients "
+                    "(L2 norm %s > %s) by scale factor %s", _fmt(norm), _fmt(clip), _fmt(factor))
+            for param in self.net.learnable_params:
+                param.blob.diff *= factor
+
+    # ------------------------------------------------------------------ testing
+    def _test_due(self, iteration: int) -> bool:
+        p = self.param
+        return bool(self.test_nets) and p.test_interval > 0 and iteration % p.test_interval == 0 and \
+            (iteration > 0 or p.test_initialization)
+
+    def test_all(self) -> list[dict[str, np.ndarray]]:
+        """Run every test net (Caffe's TestAll); returns each net's mean outputs."""
+        results = []
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            results.append(self.test(i))
+        return results
+
+    def test(self, index: int) -> dict[str, np.ndarray]:
+        """Run test net ``index`` for its test_iter batches; log and return the mean of each output."""
+        log.info("Iteration %d, Testing net (#%d)", self.iter, index)
+        net, batches = self.test_nets[index], self.param.test_iter[index]
+        sums: dict[str, np.ndarray] = {}
+        loss = f32(0)
+        for _ in range(batches):
+            request = self._take_request()
+            while request is not None:
+                if request == SNAPSHOT:
+                    self.snapshot()
+                else:
+                    self.requested_early_exit = True
+                request = self._take_request()
+            if self.requested_early_exit:
+                log.info("Test interrupted.")
+                return {}
+            iter_loss = net.forward_range(keep_intermediates=False)
+            if self.param.test_compute_loss:
+                loss += f32(iter_loss)
+            for name in net.outputs:
+                value = to_numpy(net.blobs[name].data).astype(np.float32)
+                sums[name] = sums[name] + value if name in sums else value
+        if self.param.test_compute_loss:
+            log.info("Test loss: %s", _fmt(loss / f32(batches)))
+        means = {name: total / f32(batches) for name, total in sums.items()}
+        self._log_outputs("Test", net, means)
+        return means
+
+    @staticmethod
+    def _log_outputs(kind: str, net: Net, values: dict) -> None:
+        weights = _blob_loss_weights(net)
+        index = 0
+        for name in values:  # net.outputs order: sorted by name, as Caffe's std::set
+            value, weight = values[name], weights.get(name, 0.0)
+            for v in np.ravel(to_numpy(value)):
+                note = f" (* {_fmt(weight)} = {_fmt(f32(weight) * v)} loss)" if weight else ""
+                log.info("    %s net output #%d: %s = %s%s", kind, index, name, _fmt(v), note)
+                index += 1
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> str:
+        """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate``; returns the solverstate path."""
+        prefix = self.param.snapshot_prefix
+        model = snapshot_filename(prefix, self.iter, ".caffemodel")
+        log.info("Snapshotting to binary proto file %s", model)
+        write_binary_atomic(model, net_to_proto(self.net, write_diff=self.param.snapshot_diff))
+        state = snapshot_filename(prefix, self.iter, ".solverstate")
+        log.info("Snapshotting solver state to binary proto file %s", state)
+        write_solver_state(state, self.iter, model, self.current_step, self.history)
+        for hook in self.snapshot_hooks:
+            hook(model, state)
+        return state
+
+    def restore(self, state_file: "str | os.PathLike") -> None:
+        """Continue from a .solverstate (ours or Caffe's): iteration, lr step, momentum, weights.
+
+        Unlike Caffe, the data layers are also advanced to where that many iterations left them,
+        so that with a ``random_seed`` a resumed run repeats a straight run exactly.
+        """
+        path = os.fspath(state_file)
+        log.info("Restoring previous solver status from %s", path)
+        state = read_solver_state(path)
+        params = self.net.learnable_params
+        arrays = history_arrays(state, [q.blob.shape for q in params], path, [q.owner for q in params])
+        if state.HasField("learned_net"):
+            self.net.copy_from(locate_learned_net(state.learned_net, path))
+        self.iter, self.current_step = int(state.iter), int(state.current_step)
+        for history, array in zip(self.history, arrays):
+            history[...] = get_array_module(history).asarray(array, dtype=history.dtype)
+        self._replay_data(self.iter)
+
+    def _replay_data(self, iterations: int) -> None:
+        """Advance the train and test data layers in the order ``iterations`` iterations consumed them."""
+        p = self.param
+        done = 0
+        tests = [t for t in range(0, iterations, p.test_interval) if self._test_due(t)] if self.test_nets else []
+        for t in tests:
+            _skip_batches(self.net, (t - done) * p.iter_size)
+            done = t
+            for net, batches in zip(self.test_nets, p.test_iter):
+                _skip_batches(net, batches)
+        _skip_batches(self.net, (iterations - done) * p.iter_size)
+
+    # ------------------------------------------------------------------ stop / snapshot requests
+    def request_stop(self) -> None:
+        """Snapshot and stop after the current iteration (what Ctrl-C does)."""
+        self._request = STOP
+
+    def request_snapshot(self) -> None:
+        """Snapshot after the current iteration and go on (what SIGHUP does)."""
+        self._request = SNAPSHOT
+
+    def _take_request(self) -> "str | None":
+        request, self._request = self._request, None
+        return request
+
+    @contextmanager
+    def _signal_handlers(self, enabled: bool) -> Iterator[None]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        interrupts = 0
+
+        def on_sigint(signum, frame) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                raise KeyboardInterrupt
+            log.warning("Interrupted: snapshotting and stopping after this iteration (Ctrl-C again to abort)")
+            self.request_stop()
+
+        def on_sighup(signum, frame) -> None:
+            log.info("SIGHUP: snapshotting after this iteration")
+            self.request_snapshot()
+
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint)}
+        if hasattr(signal, "SIGHUP"):
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_sighup)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,50 @@
+"""Shared test helpers: paths to fixtures and ../shared, and a one-layer builder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import memnet_engine as me
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+GOLDEN_FIXTURES = FIXTURES / "golden"
+SHARED = REPO.parent / "shared"
+SHARED_GOLDEN = SHARED / "golden"
+
+
+def shared_golden() -> Path:
+    """../shared/golden, or skip the test (a user's clone has no ../shared)."""
+    if not (SHARED_GOLDEN / "index.json").is_file():
+        pytest.skip("../shared/golden is not present")
+    return SHARED_GOLDEN
+
+
+def build_layer(text: str, bottom_shapes, phase=me.TRAIN, dtype=np.float64, seed: int = 0):
+    """Set up one layer from LayerParameter text on random float64 bottoms.
+
+    Returns (layer, bottoms, tops); a top named like its bottom is the same blob (in place).
+    """
+    param = text_format.Parse(text, me.caffe_pb2.LayerParameter())
+    param.phase = phase
+    rs = np.random.default_rng(seed)
+    bottoms = []
+    for shape in bottom_shapes:
+        blob = me.Blob(shape, dtype)
+        blob.data = rs.standard_normal(shape).astype(dtype)
+        bottoms.append(blob)
+    tops = []
+    for name in param.top:
+        same = [b for b, bname in zip(bottoms, param.bottom) if bname == name]
+        tops.append(same[0] if same else me.Blob((), dtype))
+    layer = me.create_layer(param, dtype=dtype)
+    layer.setup(bottoms, tops)
+    return layer, bottoms, tops
+
+
+@pytest.fixture
+def make_layer():
+    return build_layer

@@ -1,0 +1,134 @@
+"""Stopping: Ctrl-C snapshots and stops, SIGHUP snapshots, a NaN loss stops without a bad snapshot."""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import memnet_engine as me
+from conftest import FIXTURES, REPO
+from memnet_engine.solver import TrainingDiverged
+
+SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
+
+TRAIN_UNTIL_INTERRUPTED = """
+import sys, time
+import memnet_engine as me
+solver = me.SGDSolver(sys.argv[1])
+solver.param.max_iter, solver.param.snapshot = 100000, 0
+def report(stats):
+    print("ITER", stats.iteration, flush=True)
+    time.sleep(0.01)
+solver.iteration_hooks.append(report)
+solver.solve()
+print("EARLY EXIT", solver.requested_early_exit, solver.iter, flush=True)
+"""
+
+
+def state_of(path) -> me.caffe_pb2.SolverState:
+    state = me.caffe_pb2.SolverState()
+    state.ParseFromString(path.read_bytes())
+    return state
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_snapshots_and_stops(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_UNTIL_INTERRUPTED, str(SOLVER)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "ITER 3":
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    last = out.strip().splitlines()[-1].split()
+    assert last[:3] == ["EARLY", "EXIT", "True"]
+    stopped_at = int(last[3])
+    assert 3 <= stopped_at < 100000
+    snapshots = sorted(p.name for p in tmp_path.iterdir())
+    assert snapshots == [f"tiny_iter_{stopped_at}.caffemodel", f"tiny_iter_{stopped_at}.solverstate"]
+    state = state_of(tmp_path / snapshots[1])
+    assert state.iter == stopped_at and state.learned_net == snapshots[0]
+
+
+def test_request_stop_finishes_the_iteration_then_snapshots(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0
+    solver.iteration_hooks.append(lambda s: solver.request_stop() if s.iteration == 2 else None)
+    solver.solve()
+    assert solver.requested_early_exit and solver.iter == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_iter_2.caffemodel", "tiny_iter_2.solverstate"]
+
+
+def test_sigint_handler_requests_a_stop_and_a_second_one_aborts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    before = signal.getsignal(signal.SIGINT)
+
+    def press_ctrl_c(stats):
+        if stats.iteration == 1:
+            signal.raise_signal(signal.SIGINT)
+        elif stats.iteration == 2:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    solver.iteration_hooks.append(press_ctrl_c)
+    solver.solve()
+    assert solver.iter == 1 and (tmp_path / "tiny_iter_1.solverstate").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        solver.solve()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_request_snapshot_goes_on_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0
+    solver.iteration_hooks.append(lambda s: solver.request_snapshot() if s.iteration == 3 else None)
+    solver.step(5)
+    assert solver.iter == 5 and not solver.requested_early_exit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_iter_3.caffemodel", "tiny_iter_3.solverstate"]
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_good_snapshot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 1
+
+    def poison(stats):
+        if stats.iteration == 2:  # the next batch is NaN
+            layer = solver.net.layer_dict["data"]
+            for array in layer.arrays:
+                array[...] = np.nan
+    solver.iteration_hooks.append(poison)
+    with pytest.raises(TrainingDiverged, match=r"iteration 2: the loss is nan; training stopped before updating"):
+        solver.solve()
+    assert isinstance(TrainingDiverged("x"), me.MemnetError)
+    assert solver.iter == 2
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"tiny_iter_{i}.{ext}" for i in (1, 2) for ext in ("caffemodel", "solverstate")]
+    saved = me.Net(str(FIXTURES / "solver" / "tiny_net.prototxt"), phase=me.TRAIN, weights="tiny_iter_2.caffemodel")
+    assert all(np.isfinite(blob.data).all() for blobs in saved.params.values() for blob in blobs)
+    # the trained weights were not updated from the NaN batch (BatchNorm's running sums did see it)
+    for ours, kept in zip(solver.net.learnable_params, saved.learnable_params):
+        if ours.lr_mult:
+            assert np.array_equal(ours.blob.data, kept.blob.data), ours.owner
+
+
+def test_infinite_gradient_norm_stops_before_the_update(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.net.clear_param_diffs()
+    solver.net.learnable_params[0].blob.diff[...] = np.inf
+    before = [p.blob.data.copy() for p in solver.net.learnable_params]
+    with pytest.raises(TrainingDiverged, match=r"iteration 0: the gradient norm is inf"):
+        solver.apply_update()
+    assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, solver.net.learnable_params))

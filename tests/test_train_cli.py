@@ -1,0 +1,215 @@
+"""tools/train.py end to end on the golden MemNet training net and the tiny solver (subprocesses)."""
+import datetime
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+
+import memnet_engine as me
+from conftest import FIXTURES, GOLDEN_FIXTURES, REPO
+
+TOOL = REPO / "tools" / "train.py"
+GOLDEN_SOLVER = GOLDEN_FIXTURES / "memnet_m2r2_c8_solver.prototxt"
+GOLDEN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
+TINY_SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
+
+
+def run_tool(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("train_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_caffe_log(path):
+    """What Caffe's tools/extra/parse_log.py extracts: its regexes and its glog timestamp parsing."""
+    regex_iteration = re.compile(r"Iteration (\d+)")
+    regex_train_output = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
+    regex_learning_rate = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+
+    def timestamp(line, year=2024):
+        fields = line.strip().split()
+        month, day = int(fields[0][1:3]), int(fields[0][3:])
+        clock, micro = fields[1].rsplit(".", 1)
+        hour, minute, second = (int(x) for x in clock.split(":"))
+        return datetime.datetime(year, month, day, hour, minute, second, int(micro))
+
+    lines = path.read_text().splitlines()
+    start = next(timestamp(line) for line in lines if "Solving" in line)
+    rows, iteration, lr = {}, -1, float("nan")
+    for line in lines:
+        found = regex_iteration.search(line)
+        if found:
+            iteration = int(found.group(1))
+        if iteration == -1:
+            continue
+        seconds = (timestamp(line) - start).total_seconds()  # older parse_log.py fails on an undatable line
+        found = regex_learning_rate.search(line)
+        if found:
+            lr = float(found.group(1))
+        found = regex_train_output.search(line)
+        if found:
+            row = rows.setdefault(iteration, {"Seconds": seconds, "LearningRate": lr})
+            row[found.group(2)] = float(found.group(3))
+    return rows
+
+
+def test_solver_file_training_leaves_snapshots_log_and_plot(tmp_path):
+    """From Caffe's init weights, the logged losses are Caffe's (display 1, 4 iterations)."""
+    out = tmp_path / "out"
+    result = run_tool(GOLDEN_SOLVER, "--out", out, "--weights", GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["loss_curve.png", "memnet_m2r2_c8_iter_4.caffemodel", "memnet_m2r2_c8_iter_4.solverstate",
+                     "train.log"]
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = me.caffe_pb2.SolverState()
+    state.ParseFromString((out / "memnet_m2r2_c8_iter_4.solverstate").read_bytes())
+    assert state.iter == 4 and state.learned_net == str(out / "memnet_m2r2_c8_iter_4.caffemodel")
+    rows = parse_caffe_log(out / "train.log")
+    reference = json.loads((GOLDEN_FIXTURES / "index.json").read_text())["memnet"][0]["losses"]
+    assert sorted(rows) == [0, 1, 2, 3]
+    for iteration, losses in enumerate(reference):
+        for name, value in losses.items():
+            assert rows[iteration][name] == pytest.approx(value, rel=1e-5)
+    # the lr logged before iteration k's outputs is iteration k-1's (Caffe's order): step policy, gamma 0.5, stepsize 2
+    assert [rows[i]["LearningRate"] for i in range(4)] == pytest.approx([float("nan"), 0.01, 0.01, 0.005],
+                                                                          nan_ok=True)
+    assert all(rows[i]["Seconds"] >= 0 for i in rows)
+    assert "train.py: error" not in result.stderr
+
+
+def test_net_prototxt_trains_with_memnets_released_solver(tmp_path):
+    out = tmp_path / "out"
+    result = run_tool(GOLDEN_NET, "--out", out, "--max-iter", 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / "memnet_m2r2_c8_iter_3.solverstate").is_file()
+    assert (out / "loss_curve.png").is_file()
+    log = (out / "train.log").read_text()
+    for setting in ("base_lr: 0.1", "momentum: 0.9", "weight_decay: 0.0001", 'lr_policy: "step"', "gamma: 0.1",
+                    "stepsize: 200000", "clip_gradients: 0.01", "adjustable_clip: true", "snapshot: 10000",
+                    "display: 10000"):
+        assert setting in log
+    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ solver\.py:\d+\] Iteration 0, lr = 0\.1$", log, re.M)
+    assert "Gradient clipping: scaling down gradients (L2 norm" in log and "> 0.1)" in log  # 0.01 / lr 0.1
+
+
+def test_resume_with_snapshot_flag_continues_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_tool(TINY_SOLVER, "--out", straight, "--max-iter", 6, cwd=tmp_path).returncode == 0
+    assert run_tool(TINY_SOLVER, "--out", split, "--max-iter", 3, cwd=tmp_path).returncode == 0
+    resumed = run_tool(TINY_SOLVER, "--out", split, "--max-iter", 6, "--snapshot", split / "tiny_iter_3.solverstate",
+                       cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (split / "tiny_iter_6.caffemodel").read_bytes() == (straight / "tiny_iter_6.caffemodel").read_bytes()
+    states = []
+    for folder in (split, straight):
+        state = me.caffe_pb2.SolverState()
+        state.ParseFromString((folder / "tiny_iter_6.solverstate").read_bytes())
+        assert state.learned_net == str(folder / "tiny_iter_6.caffemodel")
+        state.ClearField("learned_net")
+        states.append(state.SerializeToString())
+    assert states[0] == states[1]
+    log = (split / "train.log").read_text()
+    assert "Resuming from" in log and log.count("Solving tiny") == 2
+    rows = parse_caffe_log(split / "train.log")  # the appended log still parses, with both runs' iterations
+    assert sorted(rows) == list(range(6))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(TOOL), str(TINY_SOLVER), "--out", str(out), "--max-iter", "100000",
+                             "--snapshot-every", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "] Iteration 3 (" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stopped = re.search(r"stopped at iteration (\d+); resume with: --snapshot (\S+)", err)
+    assert stopped and 3 <= int(stopped.group(1)) < 100000
+    assert os.path.isfile(stopped.group(2)) and (out / "loss_curve.png").is_file()
+    assert "Optimization stopped early." in (out / "train.log").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.prototxt"], "missing.prototxt: cannot read"),
+    (["bad.prototxt"], r"bad.prototxt is neither a solver nor a net prototxt"),
+    ([str(TINY_SOLVER), "--base-lr", "1e20", "--clip-gradients", "-1"], r"iteration \d+: the loss is (nan|inf)"),
+    ([str(TINY_SOLVER), "--snapshot", "nope.solverstate"], "nope.solverstate: cannot read .solverstate"),
+    ([str(GOLDEN_NET), "--train-data", "no_list.txt", "--max-iter", "1"], "cannot read HDF5 source list"),
+])
+def test_errors_are_one_clear_line(tmp_path, args, message):
+    (tmp_path / "bad.prototxt").write_text("layer { name: 'x' type: }\n")
+    result = run_tool(*args, "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: ") and re.search(message, last), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_conflicting_flags_are_usage_errors(tmp_path):
+    result = run_tool(TINY_SOLVER, "--weights", "a.caffemodel", "--snapshot", "b.solverstate", cwd=tmp_path)
+    assert result.returncode == 2 and "not both" in result.stderr
+
+
+def test_prepare_training_data_overrides_train_phase_hdf5_layers():
+    tool = load_tool()
+    net = me.caffe_pb2.NetParameter()
+    me.prototxt.parse_text("""
+        layer { name: "train" type: "HDF5Data" top: "d" include { phase: TRAIN }
+                hdf5_data_param { source: "a" batch_size: 2 } }
+        layer { name: "test" type: "HDF5Data" top: "d" include { phase: TEST }
+                hdf5_data_param { source: "b" batch_size: 2 } }
+        """, net)
+    assert not tool.prepare_training_data(net, Namespace(train_data="new_list.txt", batch_size=64))
+    train, test = net.layer
+    assert (train.hdf5_data_param.source, train.hdf5_data_param.batch_size) == (os.path.abspath("new_list.txt"), 64)
+    assert (test.hdf5_data_param.source, test.hdf5_data_param.batch_size) == ("b", 2)
+    with pytest.raises(me.MemnetError, match="layer 'train': training data list '.*new_list.txt' not found"):
+        tool.prepare_training_data(net, Namespace(train_data=None, batch_size=None))
+    with pytest.raises(me.MemnetError, match="no HDF5Data layer in the TRAIN phase"):
+        tool.prepare_training_data(me.caffe_pb2.NetParameter(name="n"), Namespace(train_data="x", batch_size=None))
+
+
+def test_missing_placeholder_source_gets_the_default_set(tmp_path, monkeypatch):
+    tool = load_tool()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tool, "ensure_default_training_set", lambda: "/cache/default/train.txt")
+    net = me.caffe_pb2.NetParameter()
+    me.prototxt.parse_text('layer { name: "data" type: "HDF5Data" top: "data" '
+                           'hdf5_data_param { source: "data/train_list.txt" batch_size: 2 } }', net)
+    assert tool.prepare_training_data(net, Namespace(train_data=None, batch_size=None))
+    assert net.layer[0].hdf5_data_param.source == "/cache/default/train.txt"
+
+
+def test_batch_size_flag_reaches_the_net(tmp_path, monkeypatch):
+    tool = load_tool()
+    args = tool.parse_args([str(GOLDEN_NET), "--batch-size", "2", "--base-lr", "0.5", "--no-adjustable-clip"])
+    param, uses_default = tool.build_solver_param(args)
+    assert not uses_default
+    assert param.net_param.layer[0].hdf5_data_param.batch_size == 2
+    assert param.base_lr == pytest.approx(0.5) and not param.adjustable_clip and param.clip_gradients == \
+        pytest.approx(0.01)
+    # the data list was anchored next to the net, so the embedded net builds from any working directory
+    monkeypatch.chdir(tmp_path)
+    assert me.SGDSolver(param).net.blobs["data"].shape[0] == 2
