@@ -9,13 +9,9 @@
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_emulator import build, fake_cupy  # noqa: E402
+from .cuda_emulator import build, fake_cupy
 
 
 def _cuda_unavailable() -> "str | None":

@@ -3,7 +3,6 @@ configurations used by both the GPU-vs-CPU parity tests and the GPU gradient che
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -11,10 +10,6 @@ import numpy as np
 from memnet_engine import Blob, create_layer
 from memnet_engine.proto import caffe_pb2 as pb
 from memnet_engine.prototxt import parse_text
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE_GOLDEN = REPO / "tests" / "fixtures" / "golden"
-SHARED_GOLDEN = (REPO / ".." / "shared" / "golden").resolve()
 
 
 def host(array) -> np.ndarray:

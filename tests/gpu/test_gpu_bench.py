@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import re
 
-from gpu_testing import REPO
+from conftest import REPO  # tests/conftest.py
 
 
 def test_benchmark_gpu_path_runs_a_tiny_memnet(gpu, capsys) -> None:

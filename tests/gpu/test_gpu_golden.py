@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from gpu_testing import FIXTURE_GOLDEN, SHARED_GOLDEN, assert_close, host
+from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN  # tests/conftest.py
+
+from .gpu_testing import assert_close, host
 
 UNIT_TOLERANCE = 1e-5
 MEMNET_TOLERANCE = 1e-4
@@ -22,7 +24,7 @@ MEMNET_TOLERANCE = 1e-4
 
 def _unit_cases():
     cases = []
-    for label, folder in (("fixtures", FIXTURE_GOLDEN), ("shared", SHARED_GOLDEN)):
+    for label, folder in (("fixtures", GOLDEN_FIXTURES), ("shared", SHARED_GOLDEN)):
         index = folder / "index.json"
         units = json.loads(index.read_text())["units"] if index.is_file() else [{"name": "(absent)"}]
         cases += [pytest.param(folder, unit, id=f"{label}-{unit['name']}") for unit in units]
@@ -71,7 +73,7 @@ def test_golden_unit_case_on_gpu(gpu, folder: Path, unit: dict) -> None:
     assert compared >= 3
 
 
-@pytest.mark.parametrize("folder", [FIXTURE_GOLDEN, SHARED_GOLDEN], ids=["fixtures", "shared"])
+@pytest.mark.parametrize("folder", [GOLDEN_FIXTURES, SHARED_GOLDEN], ids=["fixtures", "shared"])
 @pytest.mark.parametrize("keep_intermediates", [True, False])
 def test_memnet_m2r2_deploy_on_gpu(gpu, folder: Path, keep_intermediates: bool) -> None:
     _skip_if_absent(folder)
@@ -87,7 +89,7 @@ def test_memnet_m2r2_deploy_on_gpu(gpu, folder: Path, keep_intermediates: bool) 
     assert_close(out["HR_recovery"], z["deploy/HR_recovery"], MEMNET_TOLERANCE, "output")
 
 
-@pytest.mark.parametrize("folder", [FIXTURE_GOLDEN, SHARED_GOLDEN], ids=["fixtures", "shared"])
+@pytest.mark.parametrize("folder", [GOLDEN_FIXTURES, SHARED_GOLDEN], ids=["fixtures", "shared"])
 def test_memnet_m2r2_first_training_forward_on_gpu(gpu, folder: Path, monkeypatch) -> None:
     _skip_if_absent(folder)
     monkeypatch.chdir(folder)  # Caffe resolves the HDF5 list from the working directory

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_testing import assert_close, host
+from .gpu_testing import assert_close, host
 from memnet_engine.cuda import copy as layout
 from memnet_engine.cuda import reduce
 from memnet_engine.cuda.im2col import col2im, im2col

@@ -7,19 +7,21 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from gpu_testing import FIXTURE_GOLDEN, assert_close, host
+from conftest import GOLDEN_FIXTURES  # tests/conftest.py
+
+from .gpu_testing import assert_close, host
 from memnet_engine.weights import read_caffemodel
 
-TRAIN_NET = FIXTURE_GOLDEN / "memnet_m2r2_c8_train.prototxt"
-DEPLOY_NET = FIXTURE_GOLDEN / "memnet_m2r2_c8_deploy.prototxt"
-INIT = FIXTURE_GOLDEN / "memnet_m2r2_c8_init.caffemodel"
-SNAPSHOT = FIXTURE_GOLDEN / "memnet_m2r2_c8_iter_4.caffemodel"
+TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
+DEPLOY_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt"
+INIT = GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"
+SNAPSHOT = GOLDEN_FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_memnet_training_pass_matches_cpu(gpu, dtype, monkeypatch) -> None:
     """Two forward/backward passes (BatchNorm running sums move between them) of the M2R2 net."""
-    monkeypatch.chdir(FIXTURE_GOLDEN)
+    monkeypatch.chdir(GOLDEN_FIXTURES)
     nets = {device: me.Net(TRAIN_NET, phase=me.TRAIN, weights=INIT, device=device, dtype=dtype)
             for device in ("cpu", "gpu")}
     tol = 1e-4 if dtype == np.float32 else 1e-10

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_testing import LAYER_CASES, LayerCase, assert_close, case_inputs, case_params, host, setup_layer
+from .gpu_testing import LAYER_CASES, LayerCase, assert_close, case_inputs, case_params, host, setup_layer
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-11}
 

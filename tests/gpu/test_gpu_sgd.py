@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_testing import host
+from .gpu_testing import host
 from memnet_engine.cuda.sgd import sgd_update_gpu
 
 
