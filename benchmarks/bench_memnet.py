@@ -2,15 +2,17 @@
 """Benchmark MemNet (M6R6, 64 channels) on memnet-engine against the same network in PyTorch.
 
 Measures, for each engine: a training step (forward + backward + gradient clipping + SGD
-momentum/weight-decay update, the golden MemNet solver's settings) on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
+momentum/weight-decay update, the golden MemNet solver's settings; memnet-engine's SGDSolver.step)
+on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
 ``caffe time``), achieved convolution TFLOP/s, peak GPU memory, and the ratio memnet-engine /
 PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode) and TF32 off.
 
   python benchmarks/bench_memnet.py                         # GPU: batch 64 of 31x31, image 288x288
   python benchmarks/bench_memnet.py --device cpu --batch 4 --size 64 --iters 2
 
-The net is generated here with the topology and layer/param names of the original MemNet release
-(the golden memnet_m6r6_c64_*.prototxt); --train-prototxt / --deploy-prototxt use other files.
+The net comes from memnet_engine.models (the original release's topology and names, as in
+prototxt/memnet_m6r6*.prototxt) with in-memory random data; --train-prototxt / --deploy-prototxt
+use other files (e.g. prototxt/memnet_m6r6.prototxt, which reads its HDF5 list).
 """
 from __future__ import annotations
 
@@ -28,94 +30,27 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import memnet_engine as me  # noqa: E402
 from memnet_engine.errors import MemnetError  # noqa: E402
+from memnet_engine.models import MemNetConfig, memnet_deploy_net, memnet_train_net  # noqa: E402
 from memnet_engine.proto import caffe_pb2 as pb  # noqa: E402
 from memnet_engine.prototxt import read_net_param  # noqa: E402
+from memnet_engine.solver import SGDSolver, TrainingDiverged  # noqa: E402
 
 # The golden MemNet solver's settings; clip_gradients as in Caffe (scale all gradients so their
 # global L2 norm is at most CLIP): without it MemNet diverges on random data within a few steps.
-BASE_LR, MOMENTUM, WEIGHT_DECAY, CLIP = 0.01, 0.9, 1e-4, 1.0
+BASE_LR, MOMENTUM, WEIGHT_DECAY, CLIP = 0.01, 0.9, 1e-4, 1.0  # PyTorch gets the same
 
 
 # ---------------------------------------------------------------------------------------- the net
-def _layer(net: pb.NetParameter, name: str, kind: str, bottoms: list[str], tops: list[str]) -> pb.LayerParameter:
-    layer = net.layer.add(name=name, type=kind)
-    layer.bottom.extend(bottoms)
-    layer.top.extend(tops)
-    return layer
-
-
-def _bn_scale_relu(net, bn: str, scale: str, relu: str, bottom: str, top: str) -> None:
-    layer = _layer(net, bn, "BatchNorm", [bottom], [top])
-    for _ in range(3):
-        layer.param.add(lr_mult=0)
-    _layer(net, scale, "Scale", [top], [top]).scale_param.bias_term = True
-    _layer(net, relu, "ReLU", [top], [top])
-
-
-def _conv(net, name: str, bottom: str, num_output: int, kernel: int, shared: "tuple[str, str] | None" = None) -> None:
-    layer = _layer(net, name, "Convolution", [bottom], [name])
-    weight, bias = layer.param.add(lr_mult=1), layer.param.add(lr_mult=0.1)
-    if shared:
-        weight.name, bias.name = shared
-    p = layer.convolution_param
-    p.num_output = num_output
-    p.kernel_size.append(kernel)
-    p.stride.append(1)
-    p.pad.append(kernel // 2)
-    p.weight_filler.type = "msra"
-    p.bias_filler.type = "constant"
-    p.bias_filler.value = 0
-
-
-def _sum(net, name: str, bottoms: list[str]) -> None:
-    _layer(net, name, "Eltwise", bottoms, [name]).eltwise_param.operation = pb.EltwiseParameter.SUM
-
-
-def _loss(net, name: str, bottom: str) -> None:
-    _layer(net, name, "EuclideanLoss", [bottom, "label"], [name]).loss_weight.append(1)
-
-
-def memnet_net_param(blocks: int = 6, recursions: int = 6, channels: int = 64, *, train: bool, batch: int,
-                     height: int, width: int) -> pb.NetParameter:
-    """MemNet as in the original release: multi-supervised, M memory blocks of R recursive units."""
-    net = pb.NetParameter(name=f"memnet_m{blocks}r{recursions}_c{channels}")
-    data = _layer(net, "data", "Input", [], ["data", "label"] if train else ["data"])
-    data.input_param.shape.add(dim=[batch, 1, height, width])
-    _bn_scale_relu(net, "bn_conv1", "scale_conv1", "relu1", "data", "bn_conv1")
-    _conv(net, "conv1", "bn_conv1", channels, 3)
-    long_memory, block_input = ["conv1"], "conv1"
-    for m in range(1, blocks + 1):
-        unit_input, short_memory = block_input, []
-        for r in range(1, recursions + 1):
-            tag = f"{m:02d}_{r:02d}"
-            for half in ("a", "b"):
-                source = unit_input if half == "a" else f"conv{tag}_a"
-                _bn_scale_relu(net, f"bn_conv{tag}_{half}", f"scale_conv{tag}_{half}", f"relu{tag}_{half}", source,
-                               f"bn_conv{tag}_{half}")
-                _conv(net, f"conv{tag}_{half}", f"bn_conv{tag}_{half}", channels, 3,
-                      (f"conv{m:02d}_w{half}", f"conv{m:02d}_b{half}"))
-            _sum(net, f"eltwise{tag}", [unit_input, f"conv{tag}_b"])
-            unit_input = f"eltwise{tag}"
-            short_memory.append(unit_input)
-        _layer(net, f"concat{m:02d}", "Concat", long_memory + short_memory, [f"concat{m:02d}"]).concat_param.axis = 1
-        _bn_scale_relu(net, f"bn_conv_transition_{m:02d}", f"scale_conv_transition_{m:02d}",
-                       f"relu_transition_{m:02d}", f"concat{m:02d}", f"bn_conv_transition_{m:02d}")
-        _conv(net, f"conv_transition_{m:02d}", f"bn_conv_transition_{m:02d}", channels, 1)
-        block_input = f"conv_transition_{m:02d}"
-        long_memory.append(block_input)
-    for m in range(1, blocks + 1):
-        _bn_scale_relu(net, f"bn_conv_end_{m:02d}", f"scale_conv_end_{m:02d}", f"relu_end_{m:02d}",
-                       f"conv_transition_{m:02d}", f"bn_conv_end_{m:02d}")
-        _conv(net, f"conv_end_{m:02d}", f"bn_conv_end_{m:02d}", 1, 3, ("Recon_w", "Recon_b"))
-        _sum(net, f"HR_recovery_{m:02d}", ["data", f"conv_end_{m:02d}"])
-        if train:
-            _loss(net, f"loss_{m:02d}", f"HR_recovery_{m:02d}")
-        _layer(net, f"weight_output_end_{m:02d}", "Scale", [f"HR_recovery_{m:02d}"],
-               [f"weight_output_end_{m:02d}"]).scale_param.bias_term = False
-    _sum(net, "HR_recovery", [f"weight_output_end_{m:02d}" for m in range(1, blocks + 1)])
-    if train:
-        _loss(net, f"loss_{blocks + 1}", "HR_recovery")
-    return net
+def benchmark_nets(blocks: int, recursions: int, channels: int, batch: int, patch: int,
+                   size: int) -> tuple[pb.NetParameter, pb.NetParameter]:
+    """(train, deploy) MemNet of memnet_engine.models; the training data come from an Input layer
+    (random patches in memory) instead of the release's HDF5Data."""
+    config = MemNetConfig(blocks, recursions, channels)
+    train = memnet_train_net(config, source="unused.txt", batch_size=batch)
+    data = pb.LayerParameter(name="data", type="Input", top=["data", "label"])
+    data.input_param.shape.add(dim=[batch, 1, patch, patch])
+    train.layer[0].CopyFrom(data)
+    return train, memnet_deploy_net(config, input_shape=(1, 1, size, size))
 
 
 # ---------------------------------------------------------------------------------------- timing
@@ -131,10 +66,9 @@ class Device:
             self.cupy.cuda.Device(self.index).use()
 
     def sync(self) -> None:
+        """Wait for memnet-engine's (CuPy's) queued GPU work."""
         if self.cupy is not None:
             self.cupy.cuda.get_current_stream().synchronize()
-        if self.kind == "gpu" and "torch" in sys.modules:
-            sys.modules["torch"].cuda.synchronize()
 
     def name(self) -> str:
         if self.cupy is None:
@@ -145,16 +79,16 @@ class Device:
         return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
 
-def median_ms(device: Device, step: Callable[[], object], iters: int, warmup: int) -> float:
-    """Median wall time of ``step`` in ms, the device synchronised around each run."""
+def median_ms(sync: Callable[[], None], step: Callable[[], object], iters: int, warmup: int) -> float:
+    """Median wall time of ``step`` in ms, with ``sync`` (wait for the device) around each run."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(iters):
-        device.sync()
+        sync()
         start = time.perf_counter()
         step()
-        device.sync()
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -201,52 +135,30 @@ def conv_flops(net: me.Net, training: bool) -> float:
     return total
 
 
-def sgd_update_cpu(data, diff, history, *, local_rate, local_decay, momentum, scale) -> None:
-    """The SGD update of memnet_engine.cuda.sgd.sgd_update_gpu, in NumPy."""
-    dt = data.dtype.type
-    if scale != 1:
-        diff *= dt(scale)
-    if local_decay:
-        diff += dt(local_decay) * data
-    history *= dt(momentum)
-    history += dt(local_rate) * diff
-    diff[...] = history
-    data -= diff
+def solver_param(train: pb.NetParameter, seed: int) -> pb.SolverParameter:
+    """The golden MemNet solver's update settings, fixed rate, no display, tests or snapshots."""
+    return pb.SolverParameter(net_param=train, base_lr=BASE_LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                              clip_gradients=CLIP, lr_policy="fixed", max_iter=2**30, display=0, snapshot=0,
+                              random_seed=seed)
 
 
 class EngineBench:
     def __init__(self, train_param: pb.NetParameter, deploy_param: pb.NetParameter, device: Device, seed: int):
         self.device = device
-        me.set_random_seed(seed)
-        self.train_net = me.Net(train_param, phase=me.TRAIN, device=device.spec)
+        self.solver = SGDSolver(solver_param(train_param, seed), device=device.spec)
+        self.train_net = self.solver.net
         self.deploy_net = me.Net(deploy_param, phase=me.TEST, device=device.spec)
         self.deploy_net.share_weights_with(self.train_net)
-        xp = self.train_net.blobs["data"].xp
         rs = np.random.default_rng(seed)
         for net in (self.train_net, self.deploy_net):
             for name in net.inputs:
                 blob = net.blobs[name]
-                blob.data = xp.asarray(rs.random(blob.shape, dtype=np.float32))
-        self.histories = [xp.zeros(p.blob.shape, np.float32) for p in self.train_net.learnable_params]
-        if device.kind == "gpu":
-            from memnet_engine.cuda.sgd import sgd_update_gpu as update
-        else:
-            update = sgd_update_cpu
-        self.update = update
+                blob.data = blob.xp.asarray(rs.random(blob.shape, dtype=np.float32))
 
     def train_step(self) -> float:
-        net = self.train_net
-        net.clear_param_diffs()
-        loss = net.forward_backward()
-        diffs = [p.blob.diff for p in net.learnable_params]
-        xp = net.blobs["data"].xp
-        norm = float(xp.sqrt(sum(xp.vdot(d.ravel(), d.ravel()) for d in diffs)))  # one device sync
-        scale = CLIP / norm if norm > CLIP else 1.0
-        for p, history in zip(net.learnable_params, self.histories):
-            if p.lr_mult:
-                self.update(p.blob.data, p.blob.diff, history, local_rate=BASE_LR * p.lr_mult,
-                            local_decay=WEIGHT_DECAY * p.decay_mult, momentum=MOMENTUM, scale=scale)
-        return loss
+        """One SGDSolver iteration: forward, backward, gradient clipping, update (fused kernel on GPU)."""
+        self.solver.step(1)
+        return float(self.solver.smoothed_loss)
 
     def infer(self) -> None:
         self.deploy_net.forward_range(keep_intermediates=False)
@@ -254,16 +166,18 @@ class EngineBench:
     def layer_times(self, iters: int) -> dict[str, list[float]]:
         """Per layer type: [forward ms, backward ms] per training iteration (synchronised per layer)."""
         net, sums = self.train_net, defaultdict(lambda: [0.0, 0.0])
+
+        def blobs(i: int):
+            return [net.blobs[n] for n in net.bottom_names[i]], [net.blobs[n] for n in net.top_names[i]]
+
         for _ in range(iters):
             net.clear_param_diffs()
             for i, layer in enumerate(net.layers):
-                bottoms, tops = [net.blobs[n] for n in net.bottom_names[i]], [net.blobs[n] for n in net.top_names[i]]
+                bottoms, tops = blobs(i)
                 sums[layer.type][0] += self._timed(lambda: layer.forward(bottoms, tops))
             for i in reversed(range(len(net.layers))):
                 if net.layer_need_backward[i]:
-                    layer = net.layers[i]
-                    bottoms, tops = [net.blobs[n] for n in net.bottom_names[i]], [net.blobs[n] for n in net.top_names[i]]
-                    need = net.bottom_need_backward[i]
+                    layer, (bottoms, tops), need = net.layers[i], blobs(i), net.bottom_need_backward[i]
                     sums[layer.type][1] += self._timed(lambda: layer.backward(tops, need, bottoms))
         return {kind: [t / iters for t in times] for kind, times in sums.items()}
 
@@ -281,8 +195,8 @@ def torch_memnet(blocks: int, recursions: int, channels: int):
     import torch
     from torch import nn
 
-    def bn_relu_conv(cin: int, cout: int, kernel: int, conv: "nn.Conv2d | None" = None) -> nn.Module:
-        return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), conv or nn.Conv2d(cin, cout, kernel, padding=kernel // 2))
+    def bn_relu_conv(cin: int, cout: int, kernel: int) -> nn.Module:
+        return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, kernel, padding=kernel // 2))
 
     class MemNet(nn.Module):
         def __init__(self):
@@ -292,7 +206,8 @@ def torch_memnet(blocks: int, recursions: int, channels: int):
                                             for _ in range(blocks))
             self.unit_norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(2 * recursions))
                                             for _ in range(blocks))
-            self.gates = nn.ModuleList(bn_relu_conv((m + 1 + recursions) * channels, channels, 1) for m in range(blocks))
+            self.gates = nn.ModuleList(bn_relu_conv((m + 1 + recursions) * channels, channels, 1)
+                                       for m in range(blocks))
             self.recon = nn.Conv2d(channels, 1, 3, padding=1)
             self.end_norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(blocks))
             self.output_weights = nn.Parameter(torch.ones(blocks))
@@ -332,6 +247,10 @@ class TorchBench:
         self.label = torch.rand(train_shape, device=self.dev)
         self.image = torch.rand(infer_shape, device=self.dev)
 
+    def sync(self) -> None:
+        if self.dev.type == "cuda":
+            self.torch.cuda.synchronize()
+
     def train_step(self) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=False)
@@ -359,16 +278,11 @@ class TorchBench:
 
 # ---------------------------------------------------------------------------------------- main
 def _nets(args) -> tuple[pb.NetParameter, pb.NetParameter]:
+    train, deploy = benchmark_nets(args.blocks, args.recursions, args.channels, args.batch, args.patch, args.size)
     if args.train_prototxt:
         train = read_net_param(args.train_prototxt)
-    else:
-        train = memnet_net_param(args.blocks, args.recursions, args.channels, train=True, batch=args.batch,
-                                 height=args.patch, width=args.patch)
     if args.deploy_prototxt:
         deploy = read_net_param(args.deploy_prototxt)
-    else:
-        deploy = memnet_net_param(args.blocks, args.recursions, args.channels, train=False, batch=1,
-                                  height=args.size, width=args.size)
     return train, deploy
 
 
@@ -385,9 +299,9 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=288, help="inference image size (square, one image)")
     ap.add_argument("--iters", type=int, default=20, help="timed iterations (median reported)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    ap.add_argument("--blocks", type=int, default=6, help="memory blocks M of the generated net")
-    ap.add_argument("--recursions", type=int, default=6, help="recursive units R per block of the generated net")
-    ap.add_argument("--channels", type=int, default=64, help="feature channels of the generated net")
+    ap.add_argument("--blocks", type=int, default=6, help="memory blocks M (of the generated net and PyTorch's)")
+    ap.add_argument("--recursions", type=int, default=6, help="recursive units R per block")
+    ap.add_argument("--channels", type=int, default=64, help="feature channels")
     ap.add_argument("--train-prototxt", help="use this training net instead of the generated one")
     ap.add_argument("--deploy-prototxt", help="use this deploy net instead of the generated one")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -399,6 +313,64 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     if args.warmup < 0:
         ap.error("--warmup must be >= 0")
     return args
+
+
+def measure(args, device: Device, engine: EngineBench) -> tuple[dict, dict]:
+    """({engine: {train, infer, train_mem, infer_mem}}, per-layer-type times of memnet-engine)."""
+    progress = tqdm(total=3 if args.no_torch else 5, desc="measuring", unit="phase", file=sys.stderr, leave=False)
+
+    def one(label: str, sync, step: Callable[[], object], peak: Callable) -> tuple[float, "int | None"]:
+        progress.set_postfix_str(label)
+        result = median_ms(sync, step, args.iters, args.warmup), peak(step)
+        progress.update()
+        return result
+
+    def engine_peak(step):
+        return engine_peak_bytes(device, step)
+
+    rows = {"engine": {}}
+    rows["engine"]["train"], rows["engine"]["train_mem"] = one("memnet-engine training", device.sync,
+                                                               engine.train_step, engine_peak)
+    rows["engine"]["infer"], rows["engine"]["infer_mem"] = one("memnet-engine inference", device.sync, engine.infer,
+                                                               engine_peak)
+    if not args.no_torch:
+        torch_bench = TorchBench(args, device, engine.train_net.blobs["data"].shape,
+                                 engine.deploy_net.blobs["data"].shape)
+        rows["torch"] = {}
+        rows["torch"]["train"], rows["torch"]["train_mem"] = one("PyTorch training", torch_bench.sync,
+                                                                 torch_bench.train_step, torch_bench.peak_bytes)
+        rows["torch"]["infer"], rows["torch"]["infer_mem"] = one("PyTorch inference", torch_bench.sync,
+                                                                 torch_bench.infer, torch_bench.peak_bytes)
+        if not np.isfinite(torch_bench.train_step()):
+            print("warning: PyTorch's training loss is not finite: its timings may include NaN/inf arithmetic",
+                  file=sys.stderr)
+    progress.set_postfix_str("memnet-engine per-layer profile")
+    times = engine.layer_times(max(1, min(args.iters, 5)))
+    progress.close()
+    return rows, times
+
+
+def print_report(rows: dict, times: dict, train_flops: float, infer_flops: float) -> None:
+    names = list(rows)
+    print(f"{'':28}" + "".join(f"{n:>16}" for n in ("memnet-engine", "PyTorch")[:len(names)])
+          + ("   ratio us/PyTorch" if "torch" in rows else ""))
+    for label, key, flops in (("training step (ms)", "train", train_flops), ("inference (ms)", "infer", infer_flops)):
+        line = f"{label:28}" + "".join(f"{rows[n][key]:16.2f}" for n in names)
+        if "torch" in rows:
+            line += f"{rows['engine'][key] / rows['torch'][key]:19.2f}"
+        print(line)
+        print(f"{'  conv TFLOP/s':28}" + "".join(f"{flops / rows[n][key] / 1e9:16.3f}" for n in names))
+        print(f"{'  peak GPU memory (MiB)':28}" + "".join(f"{_mib(rows[n][key + '_mem']):>16}" for n in names))
+    print(f"(convolution FLOPs per step: training {train_flops / 1e9:.1f} G, inference {infer_flops / 1e9:.1f} G; "
+          f"engine memory = CuPy pool bytes of live arrays, PyTorch = max_memory_allocated)")
+    print()
+    print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
+    total = sum(f + b for f, b in times.values())
+    print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
+    for kind, (fwd, bwd) in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {kind:16}{fwd:10.2f}{bwd:10.2f}{fwd + bwd:10.2f}{100 * (fwd + bwd) / total:7.1f}%")
+    print(f"  {'all':16}{sum(f for f, _ in times.values()):10.2f}{sum(b for _, b in times.values()):10.2f}"
+          f"{total:10.2f}")
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -415,67 +387,19 @@ def main(argv: "list[str] | None" = None) -> int:
     except (MemnetError, ValueError, RuntimeError, OSError) as ex:
         print(f"bench_memnet: {ex}", file=sys.stderr)
         return 1
-    train_shape = engine.train_net.blobs["data"].shape
-    infer_shape = engine.deploy_net.blobs["data"].shape
     print(f"MemNet {engine.train_net.name}: {len(engine.train_net.layers)} layers, "
           f"{sum(p.blob.count for p in engine.train_net.learnable_params)} learnable values | "
           f"{device.name()} | float32")
-    print(f"train: batch {train_shape}, inference: {infer_shape}; median of {args.iters} after {args.warmup} warm-up")
-
-    progress = tqdm(total=3 if args.no_torch else 5, desc="measuring", unit="phase", file=sys.stderr, leave=False)
-
-    def measure(label: str, step: Callable[[], object], peak: Callable) -> tuple[float, "int | None"]:
-        progress.set_postfix_str(label)
-        result = median_ms(device, step, args.iters, args.warmup), peak(step)
-        progress.update()
-        return result
-
-    rows = {"engine": {}}
-    rows["engine"]["train"], rows["engine"]["train_mem"] = measure(
-        "memnet-engine training", engine.train_step, lambda step: engine_peak_bytes(device, step))
-    rows["engine"]["infer"], rows["engine"]["infer_mem"] = measure(
-        "memnet-engine inference", engine.infer, lambda step: engine_peak_bytes(device, step))
-    if not args.no_torch:
-        torch_bench = TorchBench(args, device, train_shape, infer_shape)
-        rows["torch"] = {}
-        rows["torch"]["train"], rows["torch"]["train_mem"] = measure(
-            "PyTorch training", torch_bench.train_step, torch_bench.peak_bytes)
-        rows["torch"]["infer"], rows["torch"]["infer_mem"] = measure(
-            "PyTorch inference", torch_bench.infer, torch_bench.peak_bytes)
-    progress.set_postfix_str("memnet-engine per-layer profile")
-    times = engine.layer_times(max(1, min(args.iters, 5)))
-    progress.close()
-    losses = {"memnet-engine": engine.train_step()}
-    if not args.no_torch:
-        losses["PyTorch"] = torch_bench.train_step()
-    for who, loss in losses.items():
-        if not np.isfinite(loss):
-            print(f"warning: {who}'s training loss is {loss}: timings may include NaN/inf arithmetic", file=sys.stderr)
-    train_flops = conv_flops(engine.train_net, training=True)
-    infer_flops = conv_flops(engine.deploy_net, training=False)
-
+    print(f"train: batch {engine.train_net.blobs['data'].shape}, inference: {engine.deploy_net.blobs['data'].shape}; "
+          f"median of {args.iters} after {args.warmup} warm-up")
+    try:
+        rows, times = measure(args, device, engine)
+    except TrainingDiverged as ex:
+        print(f"bench_memnet: memnet-engine's training diverged: {ex}", file=sys.stderr)
+        return 1
     print()
-    names = list(rows)
-    print(f"{'':28}" + "".join(f"{n:>16}" for n in ("memnet-engine", "PyTorch")[:len(names)])
-          + ("   ratio us/PyTorch" if "torch" in rows else ""))
-    for label, key, flops in (("training step (ms)", "train", train_flops), ("inference (ms)", "infer", infer_flops)):
-        line = f"{label:28}" + "".join(f"{rows[n][key]:16.2f}" for n in names)
-        if "torch" in rows:
-            line += f"{rows['engine'][key] / rows['torch'][key]:19.2f}"
-        print(line)
-        print(f"{'  conv TFLOP/s':28}" + "".join(f"{flops / rows[n][key] / 1e9:16.3f}" for n in names))
-        print(f"{'  peak GPU memory (MiB)':28}" + "".join(f"{_mib(rows[n][key + '_mem']):>16}" for n in names))
-    print(f"(convolution FLOPs per step: training {train_flops / 1e9:.1f} G, inference {infer_flops / 1e9:.1f} G; "
-          f"engine memory = CuPy pool bytes of live arrays, PyTorch = max_memory_allocated)")
-
-    print()
-    print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
-    total = sum(f + b for f, b in times.values())
-    print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
-    for kind, (fwd, bwd) in sorted(times.items(), key=lambda kv: -sum(kv[1])):
-        print(f"  {kind:16}{fwd:10.2f}{bwd:10.2f}{fwd + bwd:10.2f}{100 * (fwd + bwd) / total:7.1f}%")
-    print(f"  {'all':16}{sum(f for f, _ in times.values()):10.2f}{sum(b for _, b in times.values()):10.2f}"
-          f"{total:10.2f}")
+    print_report(rows, times, conv_flops(engine.train_net, training=True),
+                 conv_flops(engine.deploy_net, training=False))
     return 0
 
 

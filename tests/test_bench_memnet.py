@@ -1,16 +1,14 @@
-"""The benchmark's generated MemNet is the original release's topology, layer for layer."""
+"""benchmarks/bench_memnet.py: its nets are the release's MemNet, its PyTorch twin has the same
+parameters, and bad input is one clear error."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
+import memnet_engine as me
+from conftest import REPO
 from memnet_engine.prototxt import read_net_param
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "golden"
-SHARED = (REPO / ".." / "shared" / "golden").resolve()
 
 
 @pytest.fixture(scope="module")
@@ -21,22 +19,23 @@ def bench():
     return module
 
 
-@pytest.mark.parametrize("folder, blocks, recursions, channels", [
-    (FIXTURES, 2, 2, 8), (SHARED, 6, 6, 64)], ids=["m2r2_c8", "m6r6_c64"])
-@pytest.mark.parametrize("train", [True, False], ids=["train", "deploy"])
-def test_generated_net_matches_golden_prototxt(bench, folder: Path, blocks, recursions, channels, train) -> None:
-    name = f"memnet_m{blocks}r{recursions}_c{channels}"
-    path = folder / f"{name}_{'train' if train else 'deploy'}.prototxt"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there")
-    golden = read_net_param(str(path))
-    ours = bench.memnet_net_param(blocks, recursions, channels, train=train, batch=4, height=12, width=12)
-    assert ours.name == golden.name
-    assert ours.layer[0].type == "Input" and list(ours.layer[0].top) == (["data", "label"] if train else ["data"])
-    golden_layers = list(golden.layer)[1:] if train else list(golden.layer)  # HDF5Data / legacy input
-    assert len(ours.layer) - 1 == len(golden_layers)
-    for mine, theirs in zip(list(ours.layer)[1:], golden_layers):
-        assert mine == theirs, f"layer {theirs.name} differs:\n{mine}\nvs\n{theirs}"
+def test_benchmark_nets_are_the_committed_m6r6_with_in_memory_data(bench) -> None:
+    train, deploy = bench.benchmark_nets(6, 6, 64, batch=8, patch=31, size=288)
+    committed = read_net_param(str(REPO / "prototxt" / "memnet_m6r6.prototxt"))
+    assert train.layer[0].type == "Input" and list(train.layer[0].top) == ["data", "label"]
+    assert list(train.layer[0].input_param.shape[0].dim) == [8, 1, 31, 31]
+    assert list(train.layer)[1:] == list(committed.layer)[1:]
+    assert list(deploy.input_dim) == [1, 1, 288, 288]
+
+
+def test_pytorch_twin_has_the_engines_learnable_values(bench) -> None:
+    pytest.importorskip("torch")
+    blocks, recursions, channels = 2, 3, 8
+    train, _ = bench.benchmark_nets(blocks, recursions, channels, batch=2, patch=9, size=9)
+    net = me.Net(train, phase=me.TRAIN)
+    learned = sum(p.blob.count for p in net.learnable_params if p.lr_mult)  # BatchNorm statistics are buffers
+    model = bench.torch_memnet(blocks, recursions, channels)
+    assert sum(p.numel() for p in model.parameters()) == learned
 
 
 @pytest.mark.parametrize("argv", [["--batch", "0"], ["--iters", "-1"], ["--warmup", "-2"]])
