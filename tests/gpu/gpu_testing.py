@@ -118,7 +118,8 @@ LAYER_CASES: list[LayerCase] = [
               'eltwise_param { operation: SUM coeff: 1 coeff: -0.5 coeff: 2 }', [(2, 3, 4, 3)] * 3),
     LayerCase("eltwise_sum_plain", 'name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "y"', [(2, 5, 3)] * 2),
     LayerCase("eltwise_prod_stable",
-              'name: "e" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "y" eltwise_param { operation: PROD }',
+              'name: "e" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "y" '
+              'eltwise_param { operation: PROD }',
               [(2, 3, 4)] * 3),
     LayerCase("eltwise_prod_quotient",
               'name: "e" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "y" '

@@ -2,7 +2,8 @@
 // and run on the CPU (tests only).  The blocks of a grid run one after another; the threads of a
 // block run one after another as plain calls, or -- for kernels that reach __syncthreads -- as
 // fibers (own stacks; a register switch on x86-64, ucontext elsewhere) that all switch out at each
-// barrier before any goes on, which is the ordering CUDA guarantees.  __shared__ variables become function statics: one copy, seen by every thread.
+// barrier before any goes on, which is the ordering CUDA guarantees.  __shared__ variables become
+// function statics: one copy, seen by every thread.
 #pragma once
 #include <ucontext.h>
 
