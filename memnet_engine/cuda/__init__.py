@@ -6,4 +6,6 @@ Nothing here imports CuPy until a kernel is used, so CPU-only installs can impor
 
 On a GPU net (``Net(..., device="gpu")`` or ``"gpu:1"``) blob ``data``/``diff`` are CuPy arrays;
 ``blob.host_data()`` / ``blob.host_diff()`` and ``memnet_engine.to_numpy(array)`` give NumPy copies.
+To put host data in, use ``net.forward(data=image)`` or ``blob.data[...] = blob.xp.asarray(image)``:
+CuPy refuses ``device_array[...] = numpy_array`` ("non-scalar numpy.ndarray cannot be used for fill").
 """

@@ -5,7 +5,7 @@ what a GPU would not: every argument's C type against the kernel's parameter (a 
 float32 passed for ``double`` is an error), C-contiguity of array arguments, launch limits, guard
 bytes around every allocation (an out-of-bounds write fails the launch).  ``empty`` fills new
 arrays with NaN (ints: a sentinel) so unwritten outputs show.  Device arrays refuse to mix with
-NumPy arrays in arithmetic, as CuPy's do.
+NumPy arrays in arithmetic and in assignment (``device[...] = host``), as CuPy's do.
 
 ``memory`` counts the bytes of live device arrays (and their peak), as CuPy's pool would be asked
 for them (without its rounding, caching or cuBLAS workspaces).
@@ -53,6 +53,12 @@ class ndarray(np.ndarray):
         if out:
             return out[0] if len(out) == 1 else out
         return _device(result)
+
+    def __setitem__(self, index, value) -> None:
+        # CuPy sends a non-CuPy value to fill(), which refuses arrays that are not 0-d
+        if isinstance(value, np.ndarray) and not isinstance(value, ndarray) and value.shape != ():
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+        super().__setitem__(index, value)
 
     def get(self) -> np.ndarray:
         return np.array(self.view(np.ndarray), copy=True)
