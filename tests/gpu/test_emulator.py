@@ -43,3 +43,5 @@ def test_new_arrays_are_poisoned_and_mixing_with_numpy_fails(emulated) -> None:
     assert np.isnan(emulated.empty(3, np.float32).get()).all()
     with pytest.raises(TypeError):
         emulated.zeros(3) + np.zeros(3)
+    with pytest.raises(ValueError, match="non-scalar numpy.ndarray"):
+        emulated.zeros(3)[...] = np.ones(3)
