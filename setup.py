@@ -8,8 +8,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["memnet_engine", "memnet_engine.*"]),
-    package_data={"memnet_engine": ["proto/caffe.proto"]},
+    # The CUDA sources in kernels/ install as memnet_engine/kernels (memnet_engine.cuda.loader looks there,
+    # then in the checkout's kernels/).
+    packages=find_packages(include=["memnet_engine", "memnet_engine.*"]) + ["memnet_engine.kernels"],
+    package_dir={"memnet_engine.kernels": "kernels"},
+    package_data={"memnet_engine": ["proto/caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -22,6 +25,8 @@ setup(
     ],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
-        "test": ["pytest>=7"],
+        "gpu-cuda13": ["cupy-cuda13x>=14"],
+        # NVRTC without a GPU or driver, for tests/test_kernels_compile.py (one CUDA major version).
+        "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14"],
     },
 )

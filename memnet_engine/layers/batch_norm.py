@@ -6,6 +6,7 @@ false) batch statistics are used and the running sums updated; in TEST the store
 """
 from __future__ import annotations
 
+from ..cuda import batchnorm as gpu
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
 
@@ -87,3 +88,23 @@ class BatchNormLayer(Layer):
         scaled = (y * mean_dy_y + mean_dy) * y.dtype.type(-1.0 / n)
         scaled += dy
         bottoms[0].diff = scaled / self.std
+
+    def _gpu_dims(self, blob) -> tuple[int, int, int]:
+        return blob.shape[0], blob.shape[1], blob.count_range(2)
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        x = bottoms[0].data
+        dims = self._gpu_dims(bottoms[0])
+        running = [blob.data for blob in self.blobs]
+        if self.use_global_stats:
+            mean, self.std = gpu.global_stats(running, self.eps)
+        else:
+            mean, self.std = gpu.batch_stats(x, dims, self.eps, self.moving_average_fraction, running)
+        y = gpu.normalize(x, dims, mean, self.std)
+        self.x_norm = y if self.needs_backward and not self.use_global_stats else None
+        tops[0].data = y
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        if propagate_down[0]:
+            y = None if self.use_global_stats else self.x_norm
+            bottoms[0].diff = gpu.backward(tops[0].diff, self._gpu_dims(bottoms[0]), self.std, y)

@@ -1,6 +1,7 @@
 """Concat: joins bottoms along one axis (``axis``, or legacy ``concat_dim``)."""
 from __future__ import annotations
 
+from ..cuda.copy import concat_into, concat_slice
 from ..errors import NetError
 from ..layer import Layer, register
 
@@ -48,3 +49,20 @@ class ConcatLayer(Layer):
         for i, b in enumerate(bottoms):
             if propagate_down[i]:
                 b.diff[...] = dy[self._slice(i)]
+
+    # Each bottom is copied into a new top (no in-place writing of producers into the top: layers
+    # replace their top arrays, so a view into a shared concat buffer would not survive).
+    def forward_gpu(self, bottoms, tops) -> None:
+        if len(bottoms) == 1:
+            tops[0].share_data(bottoms[0])
+            return
+        out = self.xp.empty(tops[0].shape, self.dtype)
+        for i, b in enumerate(bottoms):
+            concat_into(out, b.data, self.axis, self.offsets[i])
+        tops[0].data = out
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        dy = tops[0].diff
+        for i, b in enumerate(bottoms):
+            if propagate_down[i]:
+                b.diff = concat_slice(dy, b.shape, self.axis, self.offsets[i])

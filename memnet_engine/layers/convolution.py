@@ -4,11 +4,23 @@ Weights have shape (num_output, channels / group, kernel_h, kernel_w); bias (num
 A 1x1 convolution with stride 1 and no padding is a plain GEMM on the input (no im2col).
 The column buffer is made per call and dropped: backward rebuilds it from the bottom, as
 Caffe does, so no layer keeps one alive.
+
+On the GPU the columns are channel-major, (C * kh * kw, N * Ho * Wo) (see kernels/im2col.cu), so
+each group is ONE cuBLAS GEMM over the whole batch; outputs come back to NCHW with the bias add
+fused into that copy.  With one image (inference) the input of a pointwise convolution is already
+its column matrix and the GEMM writes the output in place: no copies at all.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..cuda import copy as layout
+from ..cuda.gemm import gemm
+from ..cuda.im2col import col2im as col2im_gpu
+from ..cuda.im2col import im2col as im2col_gpu
+from ..cuda.loader import contiguous, view
+from ..cuda.reduce import finish, partial_sums
+from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
@@ -162,3 +174,66 @@ class ConvolutionLayer(Layer):
                 bottoms[0].diff = dcol.reshape(shape)
             else:
                 bottoms[0].diff = col2im(xp, dcol.reshape(n, -1, dcol.shape[-1]), shape, self.geometry, self.out_hw)
+
+    # ------------------------------------------------------------------ GPU
+    def _gpu_columns(self, x):
+        """Channel-major columns (C * kh * kw, N * Ho * Wo) of the input."""
+        if not self.geometry.is_pointwise:
+            return im2col_gpu(x, self.geometry, self.out_hw)
+        n, c = x.shape[:2]
+        return contiguous(x).reshape(c, -1) if n == 1 else layout.to_channel_major(x)
+
+    def _group_rows(self, matrix, g: int):
+        """Rows of group ``g`` of a matrix whose rows split evenly among the groups."""
+        rows = matrix.shape[0] // self.group
+        return matrix[g * rows:(g + 1) * rows]
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        x = bottoms[0].data
+        n, spatial = x.shape[0], self.out_hw[0] * self.out_hw[1]
+        col = self._gpu_columns(x)
+        weights = view(self.blobs[0].data, (self.num_output, -1))
+        bias = self.blobs[1].data if len(self.blobs) > 1 else None
+        if n == 1:  # channel-major output is already NCHW
+            y = self.xp.empty(tops[0].shape, self.dtype)
+            y_cm = y.reshape(self.num_output, spatial)
+        else:
+            y_cm = self.xp.empty((self.num_output, n * spatial), self.dtype)
+        for g in range(self.group):
+            gemm(self._group_rows(weights, g), self._group_rows(col, g), self._group_rows(y_cm, g))
+        del col
+        if n == 1:
+            if bias is not None:
+                scale_bias(y, (1, self.num_output, spatial), bias=bias, out=y)
+        else:
+            y = layout.from_channel_major(y_cm, tops[0].shape, bias)
+        tops[0].data = y
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        dy = tops[0].diff
+        n, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
+        if len(self.blobs) > 1 and self.param_propagate_down[1]:
+            finish(partial_sums(dy, (n, self.num_output, spatial))[0], view(self.blobs[1].diff, -1), beta=1.0)
+        if not (self.param_propagate_down[0] or propagate_down[0]):
+            return
+        dy_cm = contiguous(dy).reshape(self.num_output, -1) if n == 1 else layout.to_channel_major(dy)
+        if self.param_propagate_down[0]:
+            col = self._gpu_columns(bottoms[0].data)
+            dw = view(self.blobs[0].diff, (self.num_output, -1))
+            for g in range(self.group):
+                gemm(self._group_rows(dy_cm, g), self._group_rows(col, g), self._group_rows(dw, g),
+                     trans_b=True, beta=1.0)
+            del col
+        if propagate_down[0]:
+            weights = view(self.blobs[0].data, (self.num_output, -1))
+            dcol = self.xp.empty((weights.shape[1] * self.group, n * spatial), self.dtype)
+            for g in range(self.group):
+                gemm(self._group_rows(weights, g), self._group_rows(dy_cm, g), self._group_rows(dcol, g),
+                     trans_a=True)
+            shape = bottoms[0].shape
+            if not self.geometry.is_pointwise:
+                bottoms[0].diff = col2im_gpu(dcol, shape, self.geometry, self.out_hw)
+            elif n == 1:
+                bottoms[0].diff = dcol.reshape(shape)
+            else:
+                bottoms[0].diff = layout.from_channel_major(dcol, shape)

@@ -1,6 +1,7 @@
 """Eltwise: element-wise SUM (with per-bottom coefficients), PROD or MAX of the bottoms."""
 from __future__ import annotations
 
+from ..cuda import eltwise as gpu
 from ..errors import NetError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
@@ -72,3 +73,28 @@ class EltwiseLayer(Layer):
                 b.diff = others * dy
             else:
                 b.diff = dy * (self.max_index == i)
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        datas = [b.data for b in bottoms]
+        if self.op == SUM:
+            tops[0].data = gpu.weighted_sum(datas, self.coeffs)
+        elif self.op == PROD:
+            tops[0].data = gpu.product(datas)
+        else:
+            out, mask = gpu.maximum_with_mask(datas)
+            self.max_index = mask if self.needs_backward else None
+            tops[0].data = out
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        dy = tops[0].diff
+        for i, b in enumerate(bottoms):
+            if not propagate_down[i]:
+                continue
+            if self.op == SUM:
+                b.diff = gpu.weighted_sum([dy], [self.coeffs[i]])
+            elif self.op == PROD and self.stable_prod_grad:
+                b.diff = gpu.product([o.data for j, o in enumerate(bottoms) if j != i] + [dy])
+            elif self.op == PROD:
+                b.diff = gpu.product_grad_by_quotient(tops[0].data, b.data, dy)
+            else:
+                b.diff = gpu.maximum_grad(dy, self.max_index, i)

@@ -1,6 +1,7 @@
 """EuclideanLoss: sum((a - b)^2) / (2 N), N the size of the first axis."""
 from __future__ import annotations
 
+from ..cuda.loss import euclidean_backward, euclidean_forward
 from ..errors import NetError
 from ..layer import Layer, register
 
@@ -27,3 +28,13 @@ class EuclideanLossLayer(Layer):
             if propagate_down[i]:
                 alpha = sign * tops[0].diff.reshape(-1)[0] / bottoms[i].num
                 bottoms[i].diff[...] = (alpha * self.difference).reshape(bottoms[i].shape)
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        a, b = bottoms[0].data, bottoms[1].data.reshape(bottoms[0].shape)
+        self.difference, tops[0].data = euclidean_forward(a, b, bottoms[0].num)
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        for i, sign in enumerate((1.0, -1.0)):
+            if propagate_down[i]:
+                dx = euclidean_backward(self.difference, tops[0].diff, sign, bottoms[i].num)
+                bottoms[i].diff = dx.reshape(bottoms[i].shape)

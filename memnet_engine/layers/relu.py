@@ -1,6 +1,7 @@
 """ReLU with Caffe's optional ``negative_slope`` (leaky ReLU); works in place."""
 from __future__ import annotations
 
+from ..cuda import activation as gpu
 from ..layer import Layer, register
 
 
@@ -29,3 +30,10 @@ class ReLULayer(Layer):
         x, dy = bottoms[0].data, tops[0].diff
         slope = x.dtype.type(self.negative_slope)
         bottoms[0].diff = self.xp.where(x > 0, dy, dy * slope)
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope)
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        if propagate_down[0]:
+            bottoms[0].diff = gpu.relu_backward(bottoms[0].data, tops[0].diff, self.negative_slope)

@@ -6,6 +6,9 @@ num_axes 0 makes ``s`` a scalar; -1 covers every axis from ``axis`` on.
 """
 from __future__ import annotations
 
+from ..cuda.loader import view
+from ..cuda.reduce import finish, partial_sums
+from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
@@ -76,3 +79,25 @@ class ScaleLayer(Layer):
         if propagate_down[0]:
             dim = self.dims[1]
             bottoms[0].diff = (dy * s.data.reshape(1, dim, 1)).reshape(bottoms[0].shape)
+
+    def forward_gpu(self, bottoms, tops) -> None:
+        x = bottoms[0].data
+        self.x = x if self.needs_backward else None
+        bias = self.blobs[-1].data if self.param.scale_param.bias_term else None
+        tops[0].data = scale_bias(x, self.dims, self._scale_blob(bottoms).data, bias)
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        dy = tops[0].diff
+        s = self._scale_blob(bottoms)
+        learned_scale = len(bottoms) == 1
+        want_bias = self.param.scale_param.bias_term and self.param_propagate_down[-1]
+        want_scale = (learned_scale and self.param_propagate_down[0]) or (not learned_scale and propagate_down[1])
+        if want_bias or want_scale:
+            part_sum, part_dot = partial_sums(dy, self.dims, times=self.x if want_scale else None,
+                                              sums=want_bias, dots=want_scale)
+            if want_bias:
+                finish(part_sum, view(self.blobs[-1].diff, -1), beta=1.0)
+            if want_scale:
+                finish(part_dot, view(s.diff, -1), beta=1.0 if learned_scale else 0.0)
+        if propagate_down[0]:
+            bottoms[0].diff = scale_bias(dy, self.dims, s.data)

@@ -1,6 +1,7 @@
 """Split: hands one blob to several readers; their gradients are summed (inserted automatically)."""
 from __future__ import annotations
 
+from ..cuda.eltwise import weighted_sum
 from ..layer import Layer, register
 
 
@@ -30,4 +31,7 @@ class SplitLayer(Layer):
             total += top.diff
 
     forward_gpu = forward_cpu
-    backward_gpu = backward_cpu
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        if propagate_down[0]:
+            bottoms[0].diff = weighted_sum([top.diff for top in tops], [1.0] * len(tops))

@@ -1,0 +1,33 @@
+// Definitions shared by every kernel family.  The loader (memnet_engine/cuda/loader.py) pastes this
+// file in place of `#include "common.cuh"`, so NVRTC needs no include path and CuPy's compile cache
+// sees every change.
+//
+// Conventions of all kernels:
+// - arrays are C-contiguous (NCHW for images), element type T is float or double;
+// - sizes and indices are int: the launcher refuses arrays of 2^31 - 2^24 elements or more and caps
+//   the grid at 65536 blocks, so `index + blockDim.x * gridDim.x` never overflows;
+// - "1-D launch" means block BLOCK_THREADS, grid min(ceil(count / BLOCK_THREADS), 65536), with a
+//   grid-stride loop over the count.
+
+#define BLOCK_THREADS 256
+
+// Grid-stride loop: thread `i` visits i, i + (all threads of the grid), ... below n.
+#define CUDA_KERNEL_LOOP(i, n) \
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+
+// Sum of `value` over the threads of a block whose blockDim.x is a power of two <= BLOCK_THREADS.
+// `shared` is a __shared__ array of BLOCK_THREADS elements; every thread gets the sum, and the
+// array may be reused on return.  Call it from code that all threads of the block reach.
+template <typename T>
+__device__ T block_sum(T value, T* shared) {
+  const int t = threadIdx.x;
+  shared[t] = value;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) shared[t] += shared[t + half];
+    __syncthreads();
+  }
+  const T total = shared[0];
+  __syncthreads();
+  return total;
+}
