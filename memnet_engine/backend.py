@@ -36,6 +36,27 @@ def array_module(kind: str):
     return cupy_module() if kind == GPU else np
 
 
+_HOST_ASSIGNABLE: dict = {}
+
+
+def host_assignable(xp):
+    """The ndarray class a GPU blob hands out: CuPy's, whose item assignment also takes NumPy arrays.
+
+    CuPy refuses ``device_array[...] = numpy_array``; pycaffe users write ``blob.data[...] = array``.
+    This subclass copies such values to the device first.  ``xp`` is the CuPy module.
+    """
+    cls = _HOST_ASSIGNABLE.get(xp)
+    if cls is None:
+        class DeviceArray(xp.ndarray):
+            def __setitem__(self, key, value):
+                if isinstance(value, np.ndarray) and value.ndim:
+                    value = xp.asarray(value)
+                super().__setitem__(key, value)
+
+        cls = _HOST_ASSIGNABLE[xp] = DeviceArray
+    return cls
+
+
 def get_array_module(x: Any):
     """numpy or cupy, whichever owns array ``x``."""
     if isinstance(x, np.ndarray) or np.isscalar(x):

@@ -5,7 +5,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .backend import CPU, array_module, to_numpy
+from .backend import CPU, array_module, host_assignable, to_numpy
 
 
 class Blob:
@@ -13,7 +13,8 @@ class Blob:
 
     ``diff`` is allocated (zeros) the first time it is used, so nets that never run
     backward keep only their data.  ``data`` / ``diff`` are writable arrays (NumPy on
-    the CPU, CuPy on the GPU); ``host_data()`` / ``host_diff()`` give NumPy copies.
+    the CPU, CuPy on the GPU, where ``blob.data[...] = numpy_array`` copies to the device as
+    in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.
     """
 
     def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU):
@@ -72,7 +73,7 @@ class Blob:
     def data(self):
         if self._data is None:
             self._data = self.xp.zeros(self._shape, self.dtype)
-        return self._data
+        return self._handed_out(self._data)
 
     @data.setter
     def data(self, value) -> None:
@@ -82,15 +83,19 @@ class Blob:
     def diff(self):
         if self._diff is None:
             self._diff = self.xp.zeros(self._shape, self.dtype)
-        return self._diff
+        return self._handed_out(self._diff)
 
     @diff.setter
     def diff(self, value) -> None:
         self._diff = self._checked(value, "diff")
 
+    def _handed_out(self, array):
+        return array if self.xp is np else array.view(host_assignable(self.xp))
+
     def _checked(self, value, what: str):
         if tuple(value.shape) != self._shape:
             raise ValueError(f"cannot set {what} of shape {tuple(value.shape)} on a blob of shape {self._shape}")
+        value = self.xp.asarray(value)  # a host array given to a GPU blob is copied to the device
         if value.dtype != self.dtype:
             value = value.astype(self.dtype)
         return value
@@ -109,9 +114,6 @@ class Blob:
     def release(self) -> None:
         """Free both arrays (they are reallocated as zeros on next use)."""
         self._data = None
-        self._diff = None
-
-    def release_diff(self) -> None:
         self._diff = None
 
     def host_data(self) -> np.ndarray:

@@ -13,10 +13,9 @@ class SplitLayer(Layer):
     def reshape(self, bottoms, tops) -> None:
         for top in tops:
             top.reshape(bottoms[0].shape)
-            top.share_data(bottoms[0])
 
     def forward_cpu(self, bottoms, tops) -> None:
-        for top in tops:  # re-share: the bottom's array may have been replaced
+        for top in tops:  # share at forward time: the bottom's array may have been replaced since reshape
             top.share_data(bottoms[0])
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:

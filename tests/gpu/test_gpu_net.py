@@ -101,3 +101,16 @@ def test_inference_memory_holds_only_live_blobs(gpu) -> None:
     all_blobs = sum(blob.count * blob.dtype.itemsize for blob in net.blobs.values())
     assert peaks[True] < all_blobs  # temporaries of a layer are gone before the next one runs
     assert peaks[False] < 0.35 * all_blobs, (peaks, all_blobs)  # M2R2 C8: about 0.26
+
+
+def test_gpu_blobs_take_host_arrays_like_pycaffe(gpu) -> None:
+    net = me.Net(DEPLOY_NET, phase=me.TEST, weights=SNAPSHOT, device="gpu")
+    image = np.random.default_rng(3).random(net.blobs["data"].shape).astype(np.float32)
+    net.blobs["data"].data[...] = image  # pycaffe style: a NumPy array into a device blob
+    assert isinstance(net.blobs["data"].data, gpu.ndarray)
+    np.testing.assert_array_equal(net.blobs["data"].host_data(), image)
+    net.blobs["data"].diff[:, :, :2] = image[:, :, :2]
+    np.testing.assert_array_equal(net.blobs["data"].host_diff()[:, :, :2], image[:, :, :2])
+    net.blobs["data"].data = image * 2  # the setter copies host arrays to the device too
+    assert isinstance(net.blobs["data"]._data, gpu.ndarray)
+    np.testing.assert_array_equal(net.blobs["data"].host_data(), image * 2)
