@@ -16,20 +16,24 @@ class ReLULayer(Layer):
     def reshape(self, bottoms, tops) -> None:
         tops[0].reshape(bottoms[0].shape)
 
+    def _gain(self, x):
+        """1 where x > 0, else negative_slope (a multiply is far faster than np.where)."""
+        positive = x > 0
+        gain = positive.astype(x.dtype)
+        if self.negative_slope:  # exactly 1 or exactly the slope
+            gain += (~positive) * x.dtype.type(self.negative_slope)
+        return gain
+
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        if self.negative_slope:
-            tops[0].data = self.xp.where(x > 0, x, x * x.dtype.type(self.negative_slope))
-        else:
-            tops[0].data = self.xp.maximum(x, 0)
+        tops[0].data = x * self._gain(x) if self.negative_slope else self.xp.maximum(x, 0)
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         if not propagate_down[0]:
             return
         # In place, bottom data is the output; its sign is the input's (slope >= 0).
         x, dy = bottoms[0].data, tops[0].diff
-        slope = x.dtype.type(self.negative_slope)
-        bottoms[0].diff = self.xp.where(x > 0, dy, dy * slope)
+        bottoms[0].diff = dy * self._gain(x)
 
     def forward_gpu(self, bottoms, tops) -> None:
         tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope)
