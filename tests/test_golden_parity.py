@@ -5,52 +5,16 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN, shared_golden
+from conftest import GOLDEN_FIXTURES, shared_golden
+from golden_cases import scaled_error, unit_case_arrays
 
 
-def scaled_error(ours, ref) -> float:
-    ours = np.asarray(me.to_numpy(ours), np.float64).reshape(ref.shape)
-    return float(np.abs(ours - ref).max() / max(1.0, float(np.abs(ref).max())))
-
-
-def run_unit_case(folder, case, device="cpu") -> tuple[float, str]:
-    """Run one unit case the way the reference was produced; return the worst scaled error."""
-    name = case["name"]
-    z = np.load(folder / f"{name}.npz")
-    net = me.Net(str(folder / f"{name}.prototxt"), phase=case["phase"],
-                 weights=str(folder / f"{name}.caffemodel"), device=device)
-    if case["phase"] == "TRAIN":  # BatchNorm starts from empty running sums; the file holds them after the pass
-        for layer in net.layers:
-            if layer.type == "BatchNorm":
-                for blob in layer.blobs:
-                    blob.data[...] = 0
-    for blob in case["inputs"]:
-        net.blobs[blob].data[...] = z[f"data/{blob}"]
-    net.forward()
-    if name == "bn_train":
-        first = {k[3:]: z[k] for k in z.files if k.startswith("f1/param/")}
-        for key, ref in first.items():
-            layer, _, i = key[len("param/"):].rpartition("/")
-            assert scaled_error(net.params[layer][int(i)].data, ref) <= 1e-5
-        net.forward()
-    for out in case["outputs"]:
-        if f"topdiff/{out}" in z.files:
-            net.blobs[out].diff[...] = z[f"topdiff/{out}"]
-    net.backward()
-    worst, where = 0.0, ""
-    for key in z.files:
-        kind, _, rest = key.partition("/")
-        if kind in ("data", "diff"):
-            array = getattr(net.blobs[rest], kind)
-        elif kind in ("param", "pdiff"):
-            layer, _, i = rest.rpartition("/")
-            array = getattr(net.params[layer][int(i)], "data" if kind == "param" else "diff")
-        else:
-            continue
-        err = scaled_error(array, z[key])
-        if err >= worst:
-            worst, where = err, key
-    return worst, where
+def run_unit_case(folder, case) -> tuple[float, str]:
+    """The worst scaled error of a unit case and where it is."""
+    errors = {key: scaled_error(ours, ref) for key, ours, ref in unit_case_arrays(folder, case)}
+    assert len(errors) >= 3
+    where = max(errors, key=errors.get)
+    return errors[where], where
 
 
 FIXTURE_UNITS = json.loads((GOLDEN_FIXTURES / "index.json").read_text())["units"]

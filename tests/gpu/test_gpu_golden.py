@@ -15,6 +15,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN  # tests/conftest.py
+from golden_cases import unit_case_arrays
 
 from .gpu_testing import assert_close, host
 
@@ -39,36 +40,10 @@ def _skip_if_absent(folder: Path) -> None:
 @pytest.mark.parametrize("folder, unit", _unit_cases())
 def test_golden_unit_case_on_gpu(gpu, folder: Path, unit: dict) -> None:
     _skip_if_absent(folder)
-    name = unit["name"]
-    z = np.load(folder / f"{name}.npz")
-    net = me.Net(folder / f"{name}.prototxt", phase=unit["phase"], weights=folder / f"{name}.caffemodel",
-                 device="gpu")
-    if unit["phase"] == "TRAIN":  # BatchNorm starts from empty running sums
-        for layer_name, params in net.params.items():
-            if layer_name.startswith("bn"):
-                for p in params:
-                    p.data[...] = 0
-    for k in unit["inputs"]:
-        net.blobs[k].data[...] = gpu.asarray(z[f"data/{k}"])
-    net.forward()
-    if name == "bn_train":
-        net.forward()
-    for output in unit["outputs"]:
-        if f"topdiff/{output}" in z.files:
-            net.blobs[output].diff[...] = gpu.asarray(z[f"topdiff/{output}"])
-    net.backward()
     compared = 0
-    for key in z.files:
-        kind, _, rest = key.partition("/")
-        if kind in ("data", "diff"):
-            array = getattr(net.blobs[rest], kind)
-        elif kind in ("param", "pdiff"):
-            layer_name, _, i = rest.rpartition("/")
-            array = getattr(net.params[layer_name][int(i)], "data" if kind == "param" else "diff")
-        else:
-            continue
+    for key, array, reference in unit_case_arrays(folder, unit, device="gpu"):
         assert isinstance(array, gpu.ndarray), f"{key} is not on the device"
-        assert_close(array, z[key], UNIT_TOLERANCE, f"{name} {key}")
+        assert_close(array, reference, UNIT_TOLERANCE, f"{unit['name']} {key}")
         compared += 1
     assert compared >= 3
 

@@ -1,0 +1,52 @@
+"""Running a golden unit case the way the real Caffe produced it (shared by the CPU and GPU tests)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+import memnet_engine as me
+
+
+def scaled_error(ours, ref: np.ndarray) -> float:
+    """max |ours - ref| / max(1, max |ref|): the golden README's measure."""
+    ours = np.asarray(me.to_numpy(ours), np.float64).reshape(ref.shape)
+    return float(np.abs(ours - ref).max(initial=0.0) / max(1.0, float(np.abs(ref).max(initial=0.0))))
+
+
+def unit_case_arrays(folder: Path, case: dict, device: str = "cpu") -> Iterator[tuple[str, object, np.ndarray]]:
+    """(npz key, our array, Caffe's array) for every array a unit case stores.
+
+    Procedure of the golden README: load the caffemodel, zero BatchNorm sums in TRAIN, forward
+    (twice for bn_train, whose first-pass running sums are yielded too), set the recorded top
+    diffs, backward.
+    """
+    name = case["name"]
+    z = np.load(folder / f"{name}.npz")
+    net = me.Net(str(folder / f"{name}.prototxt"), phase=case["phase"],
+                 weights=str(folder / f"{name}.caffemodel"), device=device)
+    if case["phase"] == "TRAIN":  # BatchNorm starts from empty running sums; the file holds them after the pass
+        for layer in net.layers:
+            if layer.type == "BatchNorm":
+                for blob in layer.blobs:
+                    blob.data[...] = 0
+    for blob in case["inputs"]:
+        net.blobs[blob].data[...] = z[f"data/{blob}"]
+    net.forward()
+    if name == "bn_train":
+        for key in (k for k in z.files if k.startswith("f1/param/")):
+            layer, _, i = key[len("f1/param/"):].rpartition("/")
+            yield key, net.params[layer][int(i)].data.copy(), z[key]
+        net.forward()
+    for out in case["outputs"]:
+        if f"topdiff/{out}" in z.files:
+            net.blobs[out].diff[...] = z[f"topdiff/{out}"]
+    net.backward()
+    for key in z.files:
+        kind, _, rest = key.partition("/")
+        if kind in ("data", "diff"):
+            yield key, getattr(net.blobs[rest], kind), z[key]
+        elif kind in ("param", "pdiff"):
+            layer, _, i = rest.rpartition("/")
+            yield key, getattr(net.params[layer][int(i)], "data" if kind == "param" else "diff"), z[key]
