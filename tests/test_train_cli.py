@@ -107,6 +107,29 @@ def test_net_prototxt_trains_with_memnets_released_solver(tmp_path):
     assert "Gradient clipping: scaling down gradients (L2 norm" in log and "> 0.1)" in log  # 0.01 / lr 0.1
 
 
+def test_committed_m6r6_trains_from_a_clean_checkout_on_the_default_set(tmp_path):
+    """The README's main job, shortened: no data on the machine, so the default set is built and used."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO), MEMNET_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, str(TOOL), str(REPO / "prototxt" / "memnet_m6r6.prototxt"), "--out",
+                             str(out), "--max-iter", "2", "--batch-size", "2", "--display", "1", "--no-preview"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (out / "MemNet_M6R6_80C64_iter_2.caffemodel").is_file() and (out / "loss_curve.png").is_file()
+    assert (tmp_path / "cache" / "default-sr-v2" / "train.txt").is_file()
+    assert "using the built-in default SR set" in result.stderr
+    assert re.search(r"Iteration 1 \(.*\), loss = [\d.]+", (out / "train.log").read_text())
+    assert "2/2" in result.stderr  # the progress bar reached the end
+
+
+def test_preview_restores_the_held_out_photo(tmp_path):
+    out = tmp_path / "out"
+    result = run_tool(GOLDEN_SOLVER, "--out", out, "--max-iter", 1, "--preview", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / "preview_sr_x3.png").is_file()
+    assert re.search(r"PSNR on Y, bicubic [\d.]+ dB, restored [\d.]+ dB", (out / "train.log").read_text())
+
+
 def test_resume_with_snapshot_flag_continues_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_tool(TINY_SOLVER, "--out", straight, "--max-iter", 6, cwd=tmp_path).returncode == 0

@@ -233,17 +233,13 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def setup_logging(out: str) -> list[logging.Handler]:
-    os.makedirs(out, exist_ok=True)
-    formatter = GlogFormatter()
-    handlers: list[logging.Handler] = [logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8"),
-                                       TqdmHandler()]
+def add_log_handler(handler: logging.Handler) -> logging.Handler:
+    """Send the engine's log records (glog format) to ``handler``."""
+    handler.setFormatter(GlogFormatter())
     root = logging.getLogger("memnet_engine")
     root.setLevel(logging.INFO)
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
-    return handlers
+    root.addHandler(handler)
+    return handler
 
 
 def solver_settings_text(param: pb.SolverParameter) -> str:
@@ -299,12 +295,14 @@ def write_preview(net: me.Net, out: str) -> None:
 
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
-    param, uses_default = build_solver_param(args)
-    net_name = param.net_param.name or param.train_net_param.name or "net"
-    out = args.out or os.path.join("runs", net_name)
-    param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
-    handlers = setup_logging(out)
+    handlers = [add_log_handler(TqdmHandler())]
     try:
+        param, uses_default = build_solver_param(args)
+        net_name = param.net_param.name or param.train_net_param.name or "net"
+        out = args.out or os.path.join("runs", net_name)
+        param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
+        os.makedirs(out, exist_ok=True)
+        handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
         device = choose_device(args, param)
         log.info("Using device %s", device)
         log.info("Initializing solver from parameters:\n%s", solver_settings_text(param))
