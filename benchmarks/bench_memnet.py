@@ -4,8 +4,8 @@
 Measures, for each engine: a training step (forward + backward + gradient clipping + SGD
 momentum/weight-decay update, the golden MemNet solver's settings; memnet-engine's SGDSolver.step)
 on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
-``caffe time``), achieved convolution TFLOP/s, peak GPU memory, and the ratio memnet-engine /
-PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode) and TF32 off.
+``caffe time``), achieved convolution TFLOP/s, peak memory (GPU: CuPy pool; CPU: traced NumPy
+bytes), and the ratio memnet-engine / PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode) and TF32 off.
 
   python benchmarks/bench_memnet.py                         # GPU: batch 64 of 31x31, image 288x288
   python benchmarks/bench_memnet.py --device cpu --batch 4 --size 64 --iters 2
@@ -94,9 +94,17 @@ def median_ms(sync: Callable[[], None], step: Callable[[], object], iters: int, 
 
 
 def engine_peak_bytes(device: Device, step: Callable[[], object]) -> "int | None":
-    """Peak bytes held by CuPy's pool for live arrays during ``step`` (parameters included)."""
+    """Peak bytes of live arrays during ``step``: CuPy's pool on a GPU (parameters included); on the
+    CPU the NumPy allocations ``step`` makes (tracemalloc; parameters and inputs excluded)."""
     if device.cupy is None:
-        return None
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            step()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     from cupy.cuda import memory_hook
 
     class Peak(memory_hook.MemoryHook):
@@ -360,9 +368,10 @@ def print_report(rows: dict, times: dict, train_flops: float, infer_flops: float
             line += f"{rows['engine'][key] / rows['torch'][key]:19.2f}"
         print(line)
         print(f"{'  conv TFLOP/s':28}" + "".join(f"{flops / rows[n][key] / 1e9:16.3f}" for n in names))
-        print(f"{'  peak GPU memory (MiB)':28}" + "".join(f"{_mib(rows[n][key + '_mem']):>16}" for n in names))
+        print(f"{'  peak memory (MiB)':28}" + "".join(f"{_mib(rows[n][key + '_mem']):>16}" for n in names))
     print(f"(convolution FLOPs per step: training {train_flops / 1e9:.1f} G, inference {infer_flops / 1e9:.1f} G; "
-          f"engine memory = CuPy pool bytes of live arrays, PyTorch = max_memory_allocated)")
+          f"engine memory: GPU = CuPy pool bytes of live arrays, CPU = NumPy allocations during the step "
+          f"(tracemalloc); PyTorch: GPU = max_memory_allocated, CPU = n/a)")
     print()
     print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
     total = sum(f + b for f, b in times.values())

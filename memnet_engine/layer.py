@@ -125,6 +125,19 @@ class Layer:
             if w:
                 top.diff[...] = w
 
+    def may_overwrite_input(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> bool:
+        """True when an in-place layer can write its result into the input array itself.
+
+        Only without backward: otherwise layers replace top arrays so that retained inputs stay valid.
+        (Like Caffe's in-place layers, this also changes what a Split shares that array with.)
+        """
+        return tops[0] is bottoms[0] and not self.needs_backward
+
+    def gpu_output_buffer(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
+        """The input array itself when a GPU kernel may write its result there (see above), else None."""
+        x = bottoms[0].data
+        return x if self.may_overwrite_input(bottoms, tops) and x.flags.c_contiguous else None
+
     def loss(self, top_index: int) -> float:
         return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
 

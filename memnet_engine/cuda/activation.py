@@ -4,10 +4,10 @@ from __future__ import annotations
 from .loader import contiguous, empty_like, launch, scalar
 
 
-def relu_forward(x, negative_slope: float):
-    """``x > 0 ? x : x * negative_slope`` as a new array."""
+def relu_forward(x, negative_slope: float, out=None):
+    """``x > 0 ? x : x * negative_slope`` into ``out`` (may be a contiguous x) or a new array."""
     x = contiguous(x)
-    y = empty_like(x)
+    y = empty_like(x) if out is None else out
     launch("activation", "relu_forward", x.dtype, x.size, x, scalar(negative_slope, x.dtype), y)
     return y
 

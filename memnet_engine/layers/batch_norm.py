@@ -49,14 +49,19 @@ class BatchNormLayer(Layer):
             factor = dt(0) if s == 0 else dt(1) / s
             mean = self.blobs[0].data * factor
             var = self.blobs[1].data * factor
-            centered = x - mean.reshape(cshape)
+            if self.may_overwrite_input(bottoms, tops):
+                centered = x
+                centered -= mean.reshape(cshape)
+            else:
+                centered = x - mean.reshape(cshape)
         else:
             mean = x.mean(axis=axes, dtype=x.dtype)
             centered = x - mean.reshape(cshape)
             var = (centered * centered).mean(axis=axes, dtype=x.dtype)
             self._update_running_stats(mean, var, x.size // x.shape[1])
         self.std = self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
-        y = centered / self.std
+        y = centered
+        y /= self.std  # centered is ours (or the input we may overwrite): no third full-size array
         # Batch-statistics backward needs y (layers replace top arrays, never write into them).
         self.x_norm = y if self.needs_backward and not self.use_global_stats else None
         tops[0].data = y

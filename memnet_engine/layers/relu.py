@@ -26,7 +26,11 @@ class ReLULayer(Layer):
 
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        tops[0].data = x * self._gain(x) if self.negative_slope else self.xp.maximum(x, 0)
+        out = x if self.may_overwrite_input(bottoms, tops) else None
+        if self.negative_slope:
+            tops[0].data = self.xp.multiply(x, self._gain(x), out=out)
+        else:
+            tops[0].data = self.xp.maximum(x, 0, out=out)
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         if not propagate_down[0]:
@@ -36,7 +40,7 @@ class ReLULayer(Layer):
         bottoms[0].diff = dy * self._gain(x)
 
     def forward_gpu(self, bottoms, tops) -> None:
-        tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope)
+        tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope, out=self.gpu_output_buffer(bottoms, tops))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         if propagate_down[0]:

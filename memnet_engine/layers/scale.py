@@ -59,7 +59,12 @@ class ScaleLayer(Layer):
         x = bottoms[0].data
         self.x = x if self.needs_backward else None  # for the scale gradient
         outer, dim, inner = self.dims
-        y = x.reshape(self.dims) * self._scale_blob(bottoms).data.reshape(1, dim, 1)
+        scale = self._scale_blob(bottoms).data.reshape(1, dim, 1)
+        if self.may_overwrite_input(bottoms, tops):
+            y = x.reshape(self.dims)
+            y *= scale
+        else:
+            y = x.reshape(self.dims) * scale
         if self.param.scale_param.bias_term:
             y += self.blobs[-1].data.reshape(1, dim, 1)
         tops[0].data = y.reshape(x.shape)
@@ -84,7 +89,8 @@ class ScaleLayer(Layer):
         x = bottoms[0].data
         self.x = x if self.needs_backward else None
         bias = self.blobs[-1].data if self.param.scale_param.bias_term else None
-        tops[0].data = scale_bias(x, self.dims, self._scale_blob(bottoms).data, bias)
+        tops[0].data = scale_bias(x, self.dims, self._scale_blob(bottoms).data, bias,
+                                  out=self.gpu_output_buffer(bottoms, tops))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff

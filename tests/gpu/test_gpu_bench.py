@@ -18,6 +18,6 @@ def test_benchmark_gpu_path_runs_a_tiny_memnet(gpu, capsys) -> None:
     assert "training loss" not in captured.err  # finite after the clipped updates
     rows = dict(re.findall(r"^(training step \(ms\)|inference \(ms\))\s+([0-9.]+)", captured.out, re.M))
     assert set(rows) == {"training step (ms)", "inference (ms)"} and all(float(v) > 0 for v in rows.values())
-    memory = re.findall(r"peak GPU memory \(MiB\)\s+(\S+)", captured.out)
+    memory = re.findall(r"peak memory \(MiB\)\s+(\S+)", captured.out)
     assert len(memory) == 2 and "n/a" not in memory
     assert re.search(r"^  Convolution\s+[0-9.]+\s+[0-9.]+", captured.out, re.M)
