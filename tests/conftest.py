@@ -1,6 +1,8 @@
 """Shared test helpers: paths to fixtures and ../shared, and a one-layer builder."""
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,21 @@ def build_layer(text: str, bottom_shapes, phase=me.TRAIN, dtype=np.float64, seed
     layer = me.create_layer(param, dtype=dtype)
     layer.setup(bottoms, tops)
     return layer, bottoms, tops
+
+
+def interrupt_after(command: list, marker: str, stream: str, **popen) -> tuple[int, str, str]:
+    """Run ``command``; press Ctrl-C (SIGINT) once a line of ``stream`` ('stdout' or 'stderr') holds
+    ``marker``; return (exit code, rest of stdout, rest of stderr)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        for line in getattr(proc, stream):
+            if marker in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """Stopping: Ctrl-C snapshots and stops, SIGHUP snapshots, a NaN loss stops without a bad snapshot."""
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 import memnet_engine as me
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, interrupt_after
 from memnet_engine.solver import TrainingDiverged
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
@@ -36,17 +35,9 @@ def state_of(path) -> me.caffe_pb2.SolverState:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigint_snapshots_and_stops(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN_UNTIL_INTERRUPTED, str(SOLVER)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:
-            if line.strip() == "ITER 3":
-                proc.send_signal(signal.SIGINT)
-                break
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    returncode, out, err = interrupt_after([sys.executable, "-c", TRAIN_UNTIL_INTERRUPTED, str(SOLVER)], "ITER 3\n",
+                                           "stdout", cwd=tmp_path, env=env)
+    assert returncode == 0, err
     assert "Traceback" not in err
     last = out.strip().splitlines()[-1].split()
     assert last[:3] == ["EARLY", "EXIT", "True"]

@@ -221,7 +221,7 @@ def test_display_logs_caffe_lines(caplog):
     assert "Iteration 0, lr = 0.1" in text and "Iteration 2, lr = 0.1" in text
     assert "Iteration 1, lr" not in text
     loss0 = grads(W0, B0)[2]
-    assert f"Iteration 0 (" in text and f"), loss = {loss0:.6g}" in text
+    assert "Iteration 0 (" in text and f"), loss = {loss0:.6g}" in text
     assert f"Train net output #0: loss = {loss0:.6g} (* 1 = {loss0:.6g} loss)" in text
 
 

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from argparse import Namespace
@@ -12,7 +11,7 @@ from argparse import Namespace
 import pytest
 
 import memnet_engine as me
-from conftest import FIXTURES, GOLDEN_FIXTURES, REPO
+from conftest import FIXTURES, GOLDEN_FIXTURES, REPO, interrupt_after
 
 TOOL = REPO / "tools" / "train.py"
 GOLDEN_SOLVER = GOLDEN_FIXTURES / "memnet_m2r2_c8_solver.prototxt"
@@ -156,18 +155,10 @@ def test_resume_with_snapshot_flag_continues_exactly(tmp_path):
 def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, str(TOOL), str(TINY_SOLVER), "--out", str(out), "--max-iter", "100000",
-                             "--snapshot-every", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if "] Iteration 3 (" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    returncode, _, err = interrupt_after([sys.executable, str(TOOL), str(TINY_SOLVER), "--out", str(out),
+                                          "--max-iter", "100000", "--snapshot-every", "0"], "] Iteration 3 (",
+                                         "stderr", cwd=tmp_path, env=env)
+    assert returncode == 0, err
     stopped = re.search(r"stopped at iteration (\d+); resume with: --snapshot (\S+)", err)
     assert stopped and 3 <= int(stopped.group(1)) < 100000
     assert os.path.isfile(stopped.group(2)) and (out / "loss_curve.png").is_file()
