@@ -1,12 +1,31 @@
 """Running a golden unit case the way the real Caffe produced it (shared by the CPU and GPU tests)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
+import pytest
 
 import memnet_engine as me
+from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN
+
+
+def golden_params(section: str, marks: Callable[[dict], list] = lambda case: []) -> list:
+    """pytest params (folder, case) for every ``section`` case ('units' or 'memnet') of the fixtures and of
+    ../shared/golden; an absent folder gives one placeholder case, which ``skip_if_absent`` skips."""
+    params = []
+    for label, folder in (("fixtures", GOLDEN_FIXTURES), ("shared", SHARED_GOLDEN)):
+        index = folder / "index.json"
+        cases = json.loads(index.read_text())[section] if index.is_file() else [{"name": "(absent)"}]
+        params += [pytest.param(folder, case, id=f"{label}-{case['name']}", marks=marks(case)) for case in cases]
+    return params
+
+
+def skip_if_absent(folder: Path) -> None:
+    if not (folder / "index.json").is_file():
+        pytest.skip(f"{folder} is not there")
 
 
 def scaled_error(ours, ref: np.ndarray) -> float:

@@ -7,7 +7,6 @@ outputs and its first training forward (blobs and the three losses).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN  # tests/conftest.py
-from golden_cases import unit_case_arrays
+from golden_cases import golden_params, skip_if_absent, unit_case_arrays
 
 from .gpu_testing import assert_close, host
 
@@ -23,23 +22,9 @@ UNIT_TOLERANCE = 1e-5
 MEMNET_TOLERANCE = 1e-4
 
 
-def _unit_cases():
-    cases = []
-    for label, folder in (("fixtures", GOLDEN_FIXTURES), ("shared", SHARED_GOLDEN)):
-        index = folder / "index.json"
-        units = json.loads(index.read_text())["units"] if index.is_file() else [{"name": "(absent)"}]
-        cases += [pytest.param(folder, unit, id=f"{label}-{unit['name']}") for unit in units]
-    return cases
-
-
-def _skip_if_absent(folder: Path) -> None:
-    if not (folder / "index.json").is_file():
-        pytest.skip(f"{folder} is not there")
-
-
-@pytest.mark.parametrize("folder, unit", _unit_cases())
+@pytest.mark.parametrize("folder, unit", golden_params("units"))
 def test_golden_unit_case_on_gpu(gpu, folder: Path, unit: dict) -> None:
-    _skip_if_absent(folder)
+    skip_if_absent(folder)
     compared = 0
     for key, array, reference in unit_case_arrays(folder, unit, device="gpu"):
         assert isinstance(array, gpu.ndarray), f"{key} is not on the device"
@@ -51,7 +36,7 @@ def test_golden_unit_case_on_gpu(gpu, folder: Path, unit: dict) -> None:
 @pytest.mark.parametrize("folder", [GOLDEN_FIXTURES, SHARED_GOLDEN], ids=["fixtures", "shared"])
 @pytest.mark.parametrize("keep_intermediates", [True, False])
 def test_memnet_m2r2_deploy_on_gpu(gpu, folder: Path, keep_intermediates: bool) -> None:
-    _skip_if_absent(folder)
+    skip_if_absent(folder)
     z = np.load(folder / "memnet_m2r2_c8.npz")
     net = me.Net(folder / "memnet_m2r2_c8_deploy.prototxt", phase=me.TEST,
                  weights=folder / "memnet_m2r2_c8_iter_4.caffemodel", device="gpu")
@@ -66,7 +51,7 @@ def test_memnet_m2r2_deploy_on_gpu(gpu, folder: Path, keep_intermediates: bool) 
 
 @pytest.mark.parametrize("folder", [GOLDEN_FIXTURES, SHARED_GOLDEN], ids=["fixtures", "shared"])
 def test_memnet_m2r2_first_training_forward_on_gpu(gpu, folder: Path, monkeypatch) -> None:
-    _skip_if_absent(folder)
+    skip_if_absent(folder)
     monkeypatch.chdir(folder)  # Caffe resolves the HDF5 list from the working directory
     z = np.load("memnet_m2r2_c8.npz")
     net = me.Net("memnet_m2r2_c8_train.prototxt", phase=me.TRAIN, weights="memnet_m2r2_c8_init.caffemodel",

@@ -1,35 +1,23 @@
 """The SGD solver on a GPU net (fused update kernel) against the real Caffe: losses, weights, momentum."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import memnet_engine as me
-from conftest import GOLDEN_FIXTURES, SHARED_GOLDEN  # tests/conftest.py
+from golden_cases import golden_params, skip_if_absent
 
 from .gpu_testing import assert_close
 
 TOLERANCE = 1e-4
 
 
-def _memnet_cases():
-    cases = []
-    for label, folder in (("fixtures", GOLDEN_FIXTURES), ("shared", SHARED_GOLDEN)):
-        index = folder / "index.json"
-        memnet = json.loads(index.read_text())["memnet"] if index.is_file() else [{"name": "(absent)"}]
-        cases += [pytest.param(folder, case, id=f"{label}-{case['name']}",
-                               marks=[pytest.mark.slow] if case.get("C", 0) >= 64 else [])  # ~20 s emulated
-                  for case in memnet]
-    return cases
-
-
-@pytest.mark.parametrize("folder, case", _memnet_cases())
+@pytest.mark.parametrize("folder, case", golden_params(
+    "memnet", lambda case: [pytest.mark.slow] if case.get("C", 0) >= 64 else []))  # ~20 s emulated
 def test_memnet_training_steps_on_gpu_match_caffe(gpu, folder: Path, case: dict) -> None:
-    if not (folder / "index.json").is_file():
-        pytest.skip(f"{folder} is not there")
+    skip_if_absent(folder)
     name = case["name"]
     solver = me.SGDSolver(str(folder / f"{name}_solver.prototxt"), device="gpu")
     assert isinstance(solver.net.params["conv1"][0].data, gpu.ndarray)
