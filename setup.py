@@ -12,7 +12,7 @@ setup(
     # then in the checkout's kernels/).
     packages=find_packages(include=["memnet_engine", "memnet_engine.*"]) + ["memnet_engine.kernels"],
     package_dir={"memnet_engine.kernels": "kernels"},
-    package_data={"memnet_engine": ["proto/caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"]},
+    package_data={"memnet_engine.core.proto": ["caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -23,6 +23,14 @@ setup(
         "scikit-image>=0.19",  # its bundled photos are the default training set of tools/train.py
         "matplotlib>=3.5",  # the loss-curve plot written next to snapshots
     ],
+    entry_points={"console_scripts": [
+        "memnet-train = memnet_engine.cli.train:main",
+        "memnet-restore = memnet_engine.cli.restore:main",
+        "memnet-evaluate = memnet_engine.cli.evaluate:main",
+        "memnet-convert = memnet_engine.cli.convert_weights:main",
+        "memnet-make-net = memnet_engine.cli.make_memnet:main",
+        "memnet-make-data = memnet_engine.cli.make_training_data:main",
+    ]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=14"],

@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import memnet_engine as me  # noqa: E402
-from memnet_engine.errors import MemnetError  # noqa: E402
-from memnet_engine.models import MemNetConfig, memnet_deploy_net, memnet_train_net  # noqa: E402
-from memnet_engine.proto import caffe_pb2 as pb  # noqa: E402
-from memnet_engine.prototxt import read_net_param  # noqa: E402
-from memnet_engine.solver import SGDSolver, TrainingDiverged  # noqa: E402
+from memnet_engine.core.errors import MemnetError  # noqa: E402
+from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net, memnet_train_net  # noqa: E402
+from memnet_engine.core.proto import caffe_pb2 as pb  # noqa: E402
+from memnet_engine.core.prototxt import read_net_param  # noqa: E402
+from memnet_engine.core.solver import SGDSolver, TrainingDiverged  # noqa: E402
 
 # The golden MemNet solver's settings; clip_gradients as in Caffe (scale all gradients so their
 # global L2 norm is at most CLIP): without it MemNet diverges on random data within a few steps.
@@ -59,10 +59,10 @@ class Device:
 
     def __init__(self, spec: str):
         self.spec = spec
-        self.kind, self.index = me.backend.parse_device(spec)
+        self.kind, self.index = me.core.backend.parse_device(spec)
         self.cupy = None
         if self.kind == "gpu":
-            self.cupy = me.backend.cupy_module()
+            self.cupy = me.core.backend.cupy_module()
             self.cupy.cuda.Device(self.index).use()
 
     def sync(self) -> None:

@@ -1,12 +1,12 @@
 """memnet-engine: a Caffe-compatible layer-graph engine for MemNet, on NumPy and CuPy."""
-from .backend import to_numpy
-from .blob import Blob
-from .errors import MemnetError, NetError, PrototxtError, WeightsError
-from .fillers import set_random_seed
-from .layer import Layer, create_layer, layer_types, register
-from .net import TEST, TRAIN, Net
-from .proto import caffe_pb2
-from .solver import SGDSolver
+from .core.backend import to_numpy
+from .core.blob import Blob
+from .core.errors import MemnetError, NetError, PrototxtError, WeightsError
+from .core.fillers import set_random_seed
+from .core.layer import Layer, create_layer, layer_types, register
+from .core.net import TEST, TRAIN, Net
+from .core.proto import caffe_pb2
+from .core.solver import SGDSolver
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from memnet_engine.atomic import atomic_output, atomic_path
+from memnet_engine.core.atomic import atomic_output, atomic_path
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import REPO
-from memnet_engine.prototxt import read_net_param
+from memnet_engine.core.prototxt import read_net_param
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from memnet_engine.convert import load_npz, torch_state_dict
-from memnet_engine.models import MemNetConfig, memnet_deploy_net
-from memnet_engine.proto import caffe_pb2 as pb
-from memnet_engine.prototxt import read_net_param
+from memnet_engine.core.convert import load_npz, torch_state_dict
+from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net
+from memnet_engine.core.proto import caffe_pb2 as pb
+from memnet_engine.core.prototxt import read_net_param
 
-from conftest import GOLDEN_FIXTURES, REPO
+from conftest import GOLDEN_FIXTURES
 
-sys.path.insert(0, str(REPO / "tools"))
-import convert_weights  # noqa: E402
+from memnet_engine.cli import convert_weights
 
 DEPLOY = str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt")
 WEIGHTS = str(GOLDEN_FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel")

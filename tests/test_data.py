@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from memnet_engine import Net
-from memnet_engine.data import (PatchWriter, TrainingSetSpec, augmentations, build_training_set, degrade,
+from memnet_engine.memnet.data import (PatchWriter, TrainingSetSpec, augmentations, build_training_set, degrade,
                                 extract_patches, patch_count, task_channel)
-from memnet_engine.data.degradations import check_level
-from memnet_engine.imageops import imresize, jpeg_roundtrip, modcrop, rgb2gray, rgb2ycbcr
-from memnet_engine.proto import caffe_pb2 as pb
+from memnet_engine.memnet.data.degradations import check_level
+from memnet_engine.memnet.imageops import imresize, jpeg_roundtrip, modcrop, rgb2gray, rgb2ycbcr
+from memnet_engine.core.proto import caffe_pb2 as pb
 
 
 def test_extract_patches_grid_and_content():
@@ -163,7 +163,7 @@ def test_make_training_data_tool(tmp_path):
     import subprocess
     import sys
 
-    from memnet_engine.imageops import write_image
+    from memnet_engine.memnet.imageops import write_image
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     images = tmp_path / "images"
     for i, img in enumerate(_images()):

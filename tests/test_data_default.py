@@ -5,9 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from memnet_engine.data import default, patch_count, task_channel
-from memnet_engine.data.default import ensure_default_training_set
-from memnet_engine.imageops import modcrop
+from memnet_engine.memnet.data import default, patch_count, task_channel
+from memnet_engine.memnet.data.default import ensure_default_training_set
+from memnet_engine.memnet.imageops import modcrop
 
 pytest.importorskip("skimage")
 

@@ -1,5 +1,4 @@
 """tools/evaluate.py: the paper's protocol, known baseline values and the CLI contract."""
-import importlib.util
 import json
 import math
 import os
@@ -9,17 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from memnet_engine.imageops import write_image
-from memnet_engine.scoring import protocol_scores
+from memnet_engine.cli import evaluate
+from memnet_engine.memnet.imageops import write_image
+from memnet_engine.memnet.scoring import protocol_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "evaluate.py")
 DATASETS = os.path.normpath(os.path.join(ROOT, "..", "shared", "datasets"))
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")
 
-spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
-evaluate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(evaluate)
 
 
 def run_json(capsys, *args):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 RELU = 'name: "r" type: "ReLU" bottom: "x" top: "y"'
 

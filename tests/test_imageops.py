@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 from scipy.signal import correlate2d
 
-from memnet_engine.imageops import (imresize, jpeg_roundtrip, luminance, modcrop, psnr, rgb2gray, rgb2ycbcr,
+from memnet_engine.memnet.imageops import (imresize, jpeg_roundtrip, luminance, modcrop, psnr, rgb2gray, rgb2ycbcr,
                                     shave, ssim, to_uint8, ycbcr2rgb)
-from memnet_engine.imageops.resize import contributions, cubic
+from memnet_engine.memnet.imageops.resize import contributions, cubic
 
 
 def test_cubic_kernel_values():

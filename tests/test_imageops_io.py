@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memnet_engine.errors import MemnetError
-from memnet_engine.imageops import list_images, read_image, write_image
+from memnet_engine.core.errors import MemnetError
+from memnet_engine.memnet.imageops import list_images, read_image, write_image
 
 
 def test_read_modes(tmp_path):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from memnet_engine.cuda import loader
+from memnet_engine.core.cuda import loader
 
 ARCHES = ("compute_90", "compute_75")
 PACKAGE = Path(loader.__file__).resolve().parent
-REPO = PACKAGE.parents[1]
+REPO = PACKAGE.parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_kernels_found_in_an_installed_wheel(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("from memnet_engine.cuda import loader; "
+    probe = ("from memnet_engine.core.cuda import loader; "
              "print(loader.kernel_dir()); print(len(loader.kernel_source('im2col')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)},
                          check=True, capture_output=True, text=True).stdout.split()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from memnet_engine.lr_policy import check_policy, learning_rate
+from memnet_engine.core.lr_policy import check_policy, learning_rate
 
 f32 = np.float32
 

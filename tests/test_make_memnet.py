@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from memnet_engine import TEST, TRAIN, Net
-from memnet_engine.models import MemNetConfig, conv_depth, memnet_deploy_net, memnet_train_net
-from memnet_engine.models.standard import SOLVER_FILE, standard_files
-from memnet_engine.proto import caffe_pb2 as pb
-from memnet_engine.prototxt import parse_text, read_net_param, read_solver_param
+from memnet_engine.memnet.models import MemNetConfig, conv_depth, memnet_deploy_net, memnet_train_net
+from memnet_engine.memnet.models.standard import SOLVER_FILE, standard_files
+from memnet_engine.core.proto import caffe_pb2 as pb
+from memnet_engine.core.prototxt import parse_text, read_net_param, read_solver_param
 
 from conftest import GOLDEN_FIXTURES as FIXTURES, REPO, SHARED_GOLDEN
 
-sys.path.insert(0, str(REPO / "tools"))
-import make_memnet  # noqa: E402
+from memnet_engine.cli import make_memnet
 
 # name, folder, M, R, C, train batch, deploy input shape (as in the golden index.json)
 GOLDEN = [

@@ -4,7 +4,7 @@ import pytest
 from google.protobuf import text_format
 
 import memnet_engine as me
-from memnet_engine.gradcheck import check_net_params
+from memnet_engine.core.gradcheck import check_net_params
 
 
 def net_from_text(text: str, phase=me.TRAIN, **kwargs) -> me.Net:
@@ -180,7 +180,7 @@ def test_v1_layers_are_refused_with_a_hint(tmp_path):
 
 
 def test_deploy_from_train_drops_data_labels_and_losses():
-    from memnet_engine.net_param import deploy_from_train
+    from memnet_engine.core.net_param import deploy_from_train
 
     text = ('layer { name: "d" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN } '
             'hdf5_data_param { source: "x.txt" batch_size: 2 } }\n'

@@ -3,8 +3,8 @@ import numpy as np
 from PIL import Image
 
 import memnet_engine as me
-from memnet_engine.inference import restore
-from memnet_engine.preview import GAP, deploy_twin, write_sr_preview
+from memnet_engine.memnet.inference import restore
+from memnet_engine.memnet.preview import GAP, deploy_twin, write_sr_preview
 from conftest import GOLDEN_FIXTURES
 
 

@@ -4,10 +4,10 @@ import re
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from memnet_engine.proto import caffe_pb2 as pb
+from memnet_engine.core.proto import caffe_pb2 as pb
 from conftest import GOLDEN_FIXTURES, REPO
 
-PROTO = REPO / "memnet_engine" / "proto" / "caffe.proto"
+PROTO = REPO / "memnet_engine" / "core" / "proto" / "caffe.proto"
 FIELD = re.compile(r"^\s*(optional|repeated|required)\s+([\w.]+)\s+(\w+)\s*=\s*(\d+)")
 
 

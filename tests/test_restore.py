@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from memnet_engine import Net
-from memnet_engine.imageops import imresize, read_image, rgb2ycbcr, to_uint8, write_image, ycbcr2rgb
-from memnet_engine.inference import restore, restore_image, tile_spans
+from memnet_engine.memnet.imageops import imresize, read_image, rgb2ycbcr, to_uint8, write_image, ycbcr2rgb
+from memnet_engine.memnet.inference import restore, restore_image, tile_spans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")

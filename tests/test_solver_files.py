@@ -8,7 +8,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import FIXTURES
-from memnet_engine.solver import read_solver
+from memnet_engine.core.solver import read_solver
 
 TINY = FIXTURES / "solver"
 
@@ -87,7 +87,7 @@ def test_generic_test_nets_share_the_trained_weights_and_run_on_schedule(tiny_co
     for test_net in solver.test_nets:
         for layer, blobs in test_net.params.items():
             assert all(a is b for a, b in zip(blobs, solver.net.params[layer]))
-    with caplog.at_level(logging.INFO, logger="memnet_engine.solver"):
+    with caplog.at_level(logging.INFO, logger="memnet_engine.core.solver"):
         solver.step(5)
     tested = [r.getMessage() for r in caplog.records if "Testing net" in r.getMessage()]
     assert tested == [f"Iteration {i}, Testing net (#{k})" for i in (0, 2, 4) for k in (0, 1)]
@@ -110,7 +110,7 @@ def test_test_reports_the_mean_of_each_output(tiny_copy):
 def test_test_initialization_false_skips_iteration_zero(tiny_copy, caplog):
     path = write_solver(tiny_copy, 'net: "tiny_net.prototxt" test_iter: 1 test_interval: 2 '
                                    'test_initialization: false base_lr: 0.01 lr_policy: "fixed"')
-    with caplog.at_level(logging.INFO, logger="memnet_engine.solver"):
+    with caplog.at_level(logging.INFO, logger="memnet_engine.core.solver"):
         me.SGDSolver(str(path)).step(3)
     assert [r.getMessage() for r in caplog.records if "Testing net" in r.getMessage()] == \
         ["Iteration 2, Testing net (#0)"]

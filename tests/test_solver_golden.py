@@ -6,7 +6,7 @@ import numpy as np
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, shared_golden
-from memnet_engine.solver_state import write_solver_state
+from memnet_engine.core.solver.state import write_solver_state
 
 TOL = 1e-4
 M2R2 = "memnet_m2r2_c8"

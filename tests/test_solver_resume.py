@@ -69,7 +69,7 @@ def test_skip_batches_matches_forward_passes():
         me.set_random_seed(11)
         net = me.Net(str(FIXTURES / "solver" / "tiny_net.prototxt"), phase=me.TRAIN)
         advance(net)
-        rng_state = me.fillers.rng().bit_generator.state
+        rng_state = me.core.fillers.rng().bit_generator.state
         batches = []
         for _ in range(4):
             net.forward_range(0, 0)

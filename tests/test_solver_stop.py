@@ -8,7 +8,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import FIXTURES, REPO, interrupt_after
-from memnet_engine.solver import TrainingDiverged
+from memnet_engine.core.solver import TrainingDiverged
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
 

@@ -31,8 +31,8 @@ layer {{ name: "loss" type: "EuclideanLoss" bottom: "fc" bottom: "y" top: "loss"
 
 def make_solver(solver_text: str, params: str = "", x=X, y=Y) -> me.SGDSolver:
     param = me.caffe_pb2.SolverParameter()
-    me.prototxt.parse_text(solver_text, param)
-    me.prototxt.parse_text(NET.format(n=len(x), ci=C_IN, co=C_OUT, params=params), param.net_param)
+    me.core.prototxt.parse_text(solver_text, param)
+    me.core.prototxt.parse_text(NET.format(n=len(x), ci=C_IN, co=C_OUT, params=params), param.net_param)
     param.snapshot_after_train = False
     solver = me.SGDSolver(param)
     fc = solver.net.params["fc"]
@@ -178,7 +178,7 @@ def test_iter_size_averages_gradients_of_its_passes(tmp_path):
     def run(batch, iter_size):
         param = me.caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed", momentum=0.9, weight_decay=0.01,
                                              iter_size=iter_size, snapshot_after_train=False)
-        me.prototxt.parse_text(f"""
+        me.core.prototxt.parse_text(f"""
             layer {{ name: "d" type: "HDF5Data" top: "x" top: "y"
                     hdf5_data_param {{ source: "{tmp_path / 'list.txt'}" batch_size: {batch} }} }}
             layer {{ name: "fc" type: "Convolution" bottom: "x" top: "fc" convolution_param {{ num_output: {C_OUT}
@@ -215,7 +215,7 @@ def test_average_loss_smooths_over_the_last_iterations():
 
 def test_display_logs_caffe_lines(caplog):
     solver = make_solver('base_lr: 0.1 lr_policy: "fixed" display: 2')
-    with caplog.at_level(logging.INFO, logger="memnet_engine.solver"):
+    with caplog.at_level(logging.INFO, logger="memnet_engine.core.solver"):
         solver.step(3)
     text = caplog.text
     assert "Iteration 0, lr = 0.1" in text and "Iteration 2, lr = 0.1" in text
@@ -231,10 +231,10 @@ def test_gpu_parameters_go_to_the_fused_update_with_the_same_contract(monkeypatc
 
     def fake_gpu_update(data, diff, history, **kwargs):
         calls.append(kwargs)
-        me.solver.sgd_update_cpu(data, diff, history, **kwargs)
+        me.core.solver.update.sgd_update_cpu(data, diff, history, **kwargs)
 
-    monkeypatch.setitem(sys.modules, "memnet_engine.cuda", types.ModuleType("memnet_engine.cuda"))
-    monkeypatch.setitem(sys.modules, "memnet_engine.cuda.sgd", types.SimpleNamespace(sgd_update_gpu=fake_gpu_update))
+    monkeypatch.setitem(sys.modules, "memnet_engine.core.cuda", types.ModuleType("memnet_engine.core.cuda"))
+    monkeypatch.setitem(sys.modules, "memnet_engine.core.cuda.sgd", types.SimpleNamespace(sgd_update_gpu=fake_gpu_update))
     params = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 3 }"
     solver = make_solver('base_lr: 0.05 lr_policy: "fixed" momentum: 0.5 weight_decay: 0.1 iter_size: 1', params)
     for p in solver.net.learnable_params:
@@ -253,7 +253,7 @@ def test_sgd_update_cpu_contract(l1):
     want_diff = diff.astype(np.float64) * 0.5 + 0.01 * (np.sign(data) if l1 else data)
     want_history = 0.1 * want_diff + 0.9 * history
     want_data = data - want_history
-    me.solver.sgd_update_cpu(data, diff, history, local_rate=np.float32(0.1), local_decay=np.float32(0.01),
+    me.core.solver.update.sgd_update_cpu(data, diff, history, local_rate=np.float32(0.1), local_decay=np.float32(0.01),
                              momentum=np.float32(0.9), l1=l1, scale=np.float32(0.5))
     assert data.dtype == diff.dtype == history.dtype == np.float32
     np.testing.assert_allclose(history, want_history, rtol=1e-6)

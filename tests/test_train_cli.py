@@ -1,6 +1,5 @@
 """tools/train.py end to end on the golden MemNet training net and the tiny solver (subprocesses)."""
 import datetime
-import importlib.util
 import json
 import os
 import re
@@ -26,10 +25,8 @@ def run_tool(*args, cwd):
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("train_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from memnet_engine.cli import train
+    return train
 
 
 def parse_caffe_log(path):
@@ -102,7 +99,7 @@ def test_net_prototxt_trains_with_memnets_released_solver(tmp_path):
                     "stepsize: 200000", "clip_gradients: 0.01", "adjustable_clip: true", "snapshot: 10000",
                     "display: 10000"):
         assert setting in log
-    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ solver\.py:\d+\] Iteration 0, lr = 0\.1$", log, re.M)
+    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ sgd_solver\.py:\d+\] Iteration 0, lr = 0\.1$", log, re.M)
     assert "Gradient clipping: scaling down gradients (L2 norm" in log and "> 0.1)" in log  # 0.01 / lr 0.1
 
 
@@ -189,7 +186,7 @@ def test_conflicting_flags_are_usage_errors(tmp_path):
 def test_prepare_training_data_overrides_train_phase_hdf5_layers():
     tool = load_tool()
     net = me.caffe_pb2.NetParameter()
-    me.prototxt.parse_text("""
+    me.core.prototxt.parse_text("""
         layer { name: "train" type: "HDF5Data" top: "d" include { phase: TRAIN }
                 hdf5_data_param { source: "a" batch_size: 2 } }
         layer { name: "test" type: "HDF5Data" top: "d" include { phase: TEST }
@@ -210,7 +207,7 @@ def test_missing_placeholder_source_gets_the_default_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tool, "ensure_default_training_set", lambda: "/cache/default/train.txt")
     net = me.caffe_pb2.NetParameter()
-    me.prototxt.parse_text('layer { name: "data" type: "HDF5Data" top: "data" '
+    me.core.prototxt.parse_text('layer { name: "data" type: "HDF5Data" top: "data" '
                            'hdf5_data_param { source: "data/train_list.txt" batch_size: 2 } }', net)
     assert tool.prepare_training_data(net, Namespace(train_data=None, batch_size=None))
     assert net.layer[0].hdf5_data_param.source == "/cache/default/train.txt"

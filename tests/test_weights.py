@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from memnet_engine.proto import caffe_pb2 as pb
+from memnet_engine.core.proto import caffe_pb2 as pb
 from conftest import GOLDEN_FIXTURES
 
 DEPLOY = str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt")

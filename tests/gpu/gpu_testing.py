@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 
 from memnet_engine import Blob, create_layer
-from memnet_engine.proto import caffe_pb2 as pb
-from memnet_engine.prototxt import parse_text
+from memnet_engine.core.proto import caffe_pb2 as pb
+from memnet_engine.core.prototxt import parse_text
 
 
 def host(array) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memnet_engine.cuda.loader import get_kernel
+from memnet_engine.core.cuda.loader import get_kernel
 
 
 @pytest.fixture

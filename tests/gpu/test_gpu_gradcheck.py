@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from .gpu_testing import LAYER_CASES, LayerCase, case_inputs, case_params, setup_layer
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 CASES = [c for c in LAYER_CASES if c.gradcheck]
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from .gpu_testing import assert_close, host
-from memnet_engine.cuda import copy as layout
-from memnet_engine.cuda import reduce
-from memnet_engine.cuda.im2col import col2im, im2col
-from memnet_engine.layers.convolution import ConvGeometry
-from memnet_engine.layers.convolution import col2im as col2im_cpu
-from memnet_engine.layers.convolution import im2col as im2col_cpu
+from memnet_engine.core.cuda import copy as layout
+from memnet_engine.core.cuda import reduce
+from memnet_engine.core.cuda.im2col import col2im, im2col
+from memnet_engine.core.layers.convolution import ConvGeometry
+from memnet_engine.core.layers.convolution import col2im as col2im_cpu
+from memnet_engine.core.layers.convolution import im2col as im2col_cpu
 
 
 @pytest.mark.parametrize("dims", [(1, 1, 5000), (3, 2, 700), (1, 700, 1), (50, 3, 1), (2, 1, 1)],

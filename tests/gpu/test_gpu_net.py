@@ -10,7 +10,7 @@ import memnet_engine as me
 from conftest import GOLDEN_FIXTURES  # tests/conftest.py
 
 from .gpu_testing import assert_close, host
-from memnet_engine.weights import read_caffemodel
+from memnet_engine.core.weights import read_caffemodel
 
 TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
 DEPLOY_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt"

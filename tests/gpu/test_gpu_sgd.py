@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from .gpu_testing import host
-from memnet_engine.cuda.sgd import sgd_update_gpu
+from memnet_engine.core.cuda.sgd import sgd_update_gpu
 
 
 def reference_update(data, diff, history, *, local_rate, local_decay, momentum, l1, scale):

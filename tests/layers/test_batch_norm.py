@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 BN = 'name: "bn" type: "BatchNorm" bottom: "x" top: "{top}" {options}'
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 CONFIGS = {
     "3x3_pad1": ("kernel_size: 3 pad: 1", (2, 3, 5, 4), 4),

@@ -1,7 +1,7 @@
 """EuclideanLoss: value sum((a-b)^2)/(2N), gradients to both inputs."""
 import numpy as np
 
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 LOSS = 'name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss" {extra}'
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from memnet_engine.gradcheck import check_layer
+from memnet_engine.core.gradcheck import check_layer
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.1])

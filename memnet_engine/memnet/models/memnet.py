@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..proto import caffe_pb2 as pb
+from ...core.proto import caffe_pb2 as pb
 
 CONV_LR_MULTS = (1.0, 0.1)  # weights, biases: the release's lr_mult on every convolution
 

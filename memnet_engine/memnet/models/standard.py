@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from google.protobuf import text_format
 
-from ..proto import caffe_pb2 as pb
-from ..atomic import atomic_output
+from ...core.proto import caffe_pb2 as pb
+from ...core.atomic import atomic_output
 from .memnet import MemNetConfig, memnet_deploy_net, memnet_train_net
 
 TRAIN_SOURCE = "data/train_list.txt"

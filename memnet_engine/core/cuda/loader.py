@@ -42,7 +42,7 @@ NULL = np.uintp(0)
 
 def kernel_dir() -> Path:
     """The folder holding the .cu files: ``memnet_engine/kernels`` when installed, else ``<checkout>/kernels``."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[2]
     for folder in (package / "kernels", package.parent / "kernels"):
         if (folder / COMMON_HEADER).is_file():
             return folder

@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from .atomic import atomic_output
+from ..core.atomic import atomic_output
 
 GLOG_LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
                logging.CRITICAL: "F"}

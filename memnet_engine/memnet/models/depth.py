@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..proto import caffe_pb2 as pb
+from ...core.proto import caffe_pb2 as pb
 
 if TYPE_CHECKING:
-    from ..net import Net
+    from ...core.net import Net
 
 
 def conv_depth(net: "Net | pb.NetParameter", counted: Sequence[str] = ("Convolution",)) -> int:

@@ -15,8 +15,8 @@ from .data.default import PREVIEW_IMAGE, skimage_photo
 from .data.degradations import to_double
 from .imageops import imresize, modcrop, rgb2ycbcr, to_uint8, write_image, ycbcr2rgb
 from .inference import restore
-from .net import TEST, Net
-from .net_param import deploy_from_train
+from ..core.net import TEST, Net
+from ..core.net_param import deploy_from_train
 from .scoring import protocol_scores
 
 GAP = 8  # white pixels between the three panels

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backend import to_numpy
+from ..core.backend import to_numpy
 from .data.degradations import to_double
-from .errors import NetError
+from ..core.errors import NetError
 from .imageops import imresize, rgb2ycbcr, to_uint8, ycbcr2rgb
 
 if TYPE_CHECKING:
-    from .net import Net
+    from ..core.net import Net
 
 DEFAULT_TILE = 150
 DEFAULT_OVERLAP = 16

@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import WeightsError
-from .proto import caffe_pb2 as pb
-from .weights import array_to_blob_proto, blob_proto_array, blob_proto_fits, blob_proto_shape, read_binary, \
+from ..errors import WeightsError
+from ..proto import caffe_pb2 as pb
+from ..weights import array_to_blob_proto, blob_proto_array, blob_proto_fits, blob_proto_shape, read_binary, \
     write_binary_atomic
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ...core.atomic import atomic_path
 
 
 class PatchWriter:

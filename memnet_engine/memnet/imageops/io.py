@@ -10,8 +10,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import atomic_path
-from ..errors import MemnetError
+from ...core.atomic import atomic_path
+from ...core.errors import MemnetError
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 GRAY_MODES = ("L", "LA", "1")

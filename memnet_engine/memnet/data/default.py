@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import MemnetError
+from ...core.errors import MemnetError
 from .builder import TrainingSetSpec, build_training_set
 
 # Natural photographs inside skimage/data (stereo_motorcycle: its left view).  ``chelsea`` is held

@@ -1,46 +1,33 @@
-"""SGDSolver: Caffe's SGD solver (Solver::Step / Solve and SGDSolver::ApplyUpdate), pycaffe-like.
-
->>> solver = SGDSolver("solver.prototxt")
->>> solver.net.copy_from("init.caffemodel")
->>> solver.step(100)              # or solver.solve(), which also snapshots at the end
+"""Solver: Caffe's Solver (Step, Solve, TestAll, Snapshot, Restore), independent of the update rule.
 
 One iteration, as in Caffe: clear the parameter diffs; run the test nets when due; forward and
 backward ``iter_size`` times (the loss is their mean, smoothed over ``average_loss`` iterations
-for display); then ApplyUpdate: rate = lr policy; clip the global L2 norm of all diffs to
-``clip_gradients``; for every learnable parameter scale by 1/iter_size, add weight decay, fold
-into the momentum history and subtract.  After a step a parameter's diff holds the update value.
+for display); then ``apply_update`` (the subclass's rule, e.g. SGDSolver's).  Snapshots write the
+weights (``.caffemodel``) and the subclass's state (``.solverstate``).
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from .backend import CPU, GPU, get_array_module, to_numpy
-from .errors import MemnetError
-from .fillers import set_random_seed
-from .layers.hdf5_data import resolve
-from .lr_policy import check_policy, learning_rate
-from .net import TEST, TRAIN, Net
-from .proto import caffe_pb2 as pb
-from .prototxt import read_net_param, read_solver_param
-from .solver_state import (history_arrays, locate_learned_net, read_solver_state, snapshot_filename,
-                           write_solver_state)
-from .weights import net_to_proto, write_binary_atomic
+from ..backend import to_numpy
+from ..errors import MemnetError
+from ..fillers import set_random_seed
+from ..net import TEST, TRAIN, Net
+from ..proto import caffe_pb2 as pb
+from ..prototxt import read_net_param
+from ..weights import net_to_proto, write_binary_atomic
+from .settings import build_net, check_settings, net_sources, read_solver
+from .signals import signal_handlers
+from .state import read_solver_state, snapshot_filename
 
 log = logging.getLogger(__name__)
 f32 = np.float32
-
-SOLVER_TYPES = {pb.SolverParameter.SGD: "SGD", pb.SolverParameter.NESTEROV: "Nesterov",
-                pb.SolverParameter.ADAGRAD: "AdaGrad", pb.SolverParameter.RMSPROP: "RMSProp",
-                pb.SolverParameter.ADADELTA: "AdaDelta", pb.SolverParameter.ADAM: "Adam"}
 STOP, SNAPSHOT = "stop", "snapshot"
 
 
@@ -50,94 +37,12 @@ class TrainingDiverged(MemnetError):
 
 @dataclass
 class IterationStats:
-    """What one finished iteration reports to ``SGDSolver.iteration_hooks``."""
+    """What one finished iteration reports to ``Solver.iteration_hooks``."""
 
     iteration: int          # iterations done (Caffe's iter_ after the update)
     loss: float             # this iteration's loss (mean over iter_size)
     smoothed_loss: float    # mean over the last average_loss iterations
     lr: float               # the rate used for this update
-
-
-# ---------------------------------------------------------------------------- the update rule
-def sgd_update_cpu(data: np.ndarray, diff: np.ndarray, history: np.ndarray, *, local_rate, local_decay, momentum,
-                   l1: bool, scale) -> None:
-    """SGDSolver's Normalize + Regularize + ComputeUpdateValue + Blob::Update for one parameter, in place."""
-    if scale != 1:
-        diff *= scale
-    if local_decay:
-        diff += local_decay * (np.sign(data) if l1 else data)
-    history *= momentum
-    history += local_rate * diff
-    diff[...] = history
-    data -= diff
-
-
-def sgd_update(device: str) -> Callable:
-    """The update function for parameters on ``device`` (the GPU one is a fused kernel)."""
-    if device == GPU:
-        from .cuda.sgd import sgd_update_gpu
-        return sgd_update_gpu
-    return sgd_update_cpu
-
-
-# ---------------------------------------------------------------------------- solver files
-def read_solver(path: "str | os.PathLike") -> pb.SolverParameter:
-    """Read a solver .prototxt with Caffe's upgrades, resolving net paths against its folder.
-
-    ``net`` / ``train_net`` / ``test_net`` are used as given when they exist from the working
-    directory (Caffe's rule), else relative to the solver file's folder.  A missing
-    ``snapshot_prefix`` becomes the solver path without extension; a directory becomes
-    ``dir/<solver stem>`` (Caffe's UpgradeSnapshotPrefixProperty).
-    """
-    path = os.fspath(path)
-    param = read_solver_param(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if param.HasField("solver_type"):
-        if param.HasField("type") and param.type != SOLVER_TYPES[param.solver_type]:
-            raise MemnetError(f"{path}: solver_type and type disagree; give only type")
-        param.type = SOLVER_TYPES[param.solver_type]
-        param.ClearField("solver_type")
-    for field in ("net", "train_net"):
-        if param.HasField(field):
-            setattr(param, field, resolve(getattr(param, field), folder))
-    resolved = [resolve(p, folder) for p in param.test_net]
-    del param.test_net[:]
-    param.test_net.extend(resolved)
-    stem = os.path.splitext(path)[0]
-    if not param.HasField("snapshot_prefix"):
-        param.snapshot_prefix = stem
-    elif os.path.isdir(param.snapshot_prefix):
-        param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
-    return param
-
-
-def _check_settings(param: pb.SolverParameter) -> None:
-    if param.type != "SGD":
-        raise MemnetError(f"solver type {param.type!r} is not supported: memnet-engine implements SGD (the solver "
-                          "MemNet was trained with)")
-    if param.average_loss < 1:
-        raise MemnetError("average_loss must be at least 1")
-    if param.iter_size < 1:
-        raise MemnetError("iter_size must be at least 1")
-    if param.regularization_type not in ("L1", "L2"):
-        raise MemnetError(f"unknown regularization_type {param.regularization_type!r}: use L2 or L1")
-    if param.snapshot_format != pb.SolverParameter.BINARYPROTO:
-        raise MemnetError("snapshot_format HDF5 is not supported; use BINARYPROTO (Caffe's default)")
-    check_policy(param)
-
-
-def _net_sources(param: pb.SolverParameter) -> list[str]:
-    return [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
-
-
-def _build_net(source: "str | pb.NetParameter", phase: int, override: "pb.NetState | None", device: str) -> Net:
-    """A Net whose NetState merges, as Caffe does: phase < the net's own ``state`` < ``override``."""
-    own = read_net_param(source).state
-    state = pb.NetState(phase=phase)
-    state.MergeFrom(own)
-    if override is not None:
-        state.MergeFrom(override)
-    return Net(source, phase=state.phase, level=state.level, stages=list(state.stage), device=device)
 
 
 def _skip_batches(net: Net, batches: int) -> None:
@@ -155,31 +60,31 @@ def _blob_loss_weights(net: Net) -> dict[str, float]:
     return {name: layer.loss(j) for layer, tops in zip(net.layers, net.top_names) for j, name in enumerate(tops)}
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
     """A number the way a C++ ostream prints it (6 significant digits)."""
     return f"{float(x):.6g}"
 
 
-# ---------------------------------------------------------------------------- the solver
-class SGDSolver:
-    """Caffe's SGD solver over a train net (and optional test nets sharing its weights).
+
+class Solver:
+    """Caffe's Solver over a train net (and optional test nets sharing its weights).
 
     ``solver`` is a solver .prototxt path or a SolverParameter.  Attributes as in pycaffe:
-    ``net``, ``test_nets``, ``iter``; plus ``param``, ``current_step``, ``history`` (momentum,
-    one array per learnable parameter) and ``smoothed_loss``.  ``iteration_hooks`` are called
-    with an IterationStats after every iteration, ``snapshot_hooks`` with (caffemodel,
-    solverstate) after every snapshot.
+    ``net``, ``test_nets``, ``iter``; plus ``param``, ``current_step`` and ``smoothed_loss``.
+    ``iteration_hooks`` are called with an IterationStats after every iteration,
+    ``snapshot_hooks`` with (caffemodel, solverstate) after every snapshot.  Subclasses give the
+    update rule (``apply_update``) and its saved state.
     """
 
-    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = CPU):
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu"):
         if isinstance(solver, pb.SolverParameter):
             self.param = pb.SolverParameter()
             self.param.CopyFrom(solver)
         else:
             self.param = read_solver(solver)
         param = self.param
-        _check_settings(param)
-        sources = _net_sources(param)
+        check_settings(param)
+        sources = net_sources(param)
         if len(sources) != 1:
             raise MemnetError("the solver must name exactly one train net with one of net, net_param, train_net, "
                               f"train_net_param (it gives {', '.join(sources) or 'none'})")
@@ -189,7 +94,7 @@ class SGDSolver:
             set_random_seed(param.random_seed)
         log.info("Creating training net from %s", f"net file: {getattr(param, sources[0])}"
                  if sources[0] in ("net", "train_net") else sources[0])
-        self.net = _build_net(self._train_source(), TRAIN, param.train_state, device)
+        self.net = build_net(self._train_source(), TRAIN, param.train_state, device)
         for weights in param.weights:
             for path in weights.split(","):
                 log.info("Finetuning from %s", path)
@@ -197,7 +102,6 @@ class SGDSolver:
         self.test_nets = self._build_test_nets()
         for test_net in self.test_nets:
             test_net.share_weights_with(self.net)
-        self.history = [p.blob.xp.zeros(p.blob.shape, p.blob.dtype) for p in self.net.learnable_params]
         self.iter = 0
         self.current_step = 0
         self.smoothed_loss = f32(0)
@@ -232,7 +136,7 @@ class SGDSolver:
         nets = []
         for i, (label, source) in enumerate(sources):
             log.info("Creating test net (#%d) specified by %s", i, label)
-            nets.append(_build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
+            nets.append(build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
         return nets
 
     def _check_snapshot_prefix(self) -> None:
@@ -277,8 +181,8 @@ class SGDSolver:
             if display:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - iterations_last) / (lapse or 1)
-                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s), _fmt(lapse),
-                         p.display, _fmt(self.smoothed_loss))
+                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, fmt(per_s), fmt(lapse),
+                         p.display, fmt(self.smoothed_loss))
                 timer, iterations_last = time.perf_counter(), self.iter
                 self._log_outputs("Train", self.net, {n: self.net.blobs[n].data for n in self.net.outputs})
             rate = self.apply_update()
@@ -304,7 +208,7 @@ class SGDSolver:
         if resume_file:
             self.restore(resume_file)
         start_iter = self.iter
-        with self._signal_handlers(handle_signals):
+        with signal_handlers(self, handle_signals):
             self.step(self.param.max_iter - self.iter)
             p = self.param
             if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -314,7 +218,7 @@ class SGDSolver:
             return
         if self.param.display and self.iter % self.param.display == 0:
             self._update_smoothed_loss(f32(self.net.forward_range()), start_iter, self.param.average_loss)
-            log.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
+            log.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if self.param.test_interval and self.iter % self.param.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
@@ -329,53 +233,18 @@ class SGDSolver:
             self.smoothed_loss += (loss - self._losses[idx]) / f32(average_loss)
             self._losses[idx] = loss
 
+    # ------------------------------------------------------------------ what the update rule provides
     def apply_update(self) -> np.float32:
-        """SGDSolver::ApplyUpdate: lr policy, gradient clipping, then the per-parameter update."""
-        p = self.param
-        rate, step = learning_rate(p, self.iter, self.current_step)
-        if p.lr_policy == "multistep" and step != self.current_step:
-            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, step)
-        self.current_step = step
-        if p.display and self.iter % p.display == 0:
-            log.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
-        self._clip_gradients(rate)
-        scale = f32(1) / f32(p.iter_size) if p.iter_size > 1 else f32(1)
-        weight_decay, momentum = f32(p.weight_decay), f32(p.momentum)
-        l1 = p.regularization_type == "L1"
-        for param, history in zip(self.net.learnable_params, self.history):
-            blob = param.blob
-            sgd_update(blob.device)(blob.data, blob.diff, history, local_rate=rate * f32(param.lr_mult),
-                                    local_decay=weight_decay * f32(param.decay_mult), momentum=momentum, l1=l1,
-                                    scale=scale)
-        return rate
+        """Update the weights from their diffs; returns the learning rate used."""
+        raise NotImplementedError
 
-    def _clip_gradients(self, rate: np.float32) -> None:
-        """Scale all diffs so their global L2 norm is at most the threshold (clip < 0: off).
+    def snapshot_solver_state(self, path: str, model: str) -> None:
+        """Write the rule's state (iteration, weights file name, history) to ``path``."""
+        raise NotImplementedError
 
-        With ``adjustable_clip`` (MemNet's patched Caffe) the threshold is clip_gradients / rate.
-        """
-        clip = f32(self.param.clip_gradients)
-        if clip < 0:
-            return
-        if self.param.adjustable_clip:
-            with np.errstate(divide="ignore"):
-                clip = clip / rate
-        sumsq = f32(0)
-        for param in self.net.learnable_params:
-            diff = param.blob.diff.ravel()
-            sumsq += f32(float(param.blob.xp.dot(diff, diff)))
-        norm = f32(np.sqrt(sumsq))
-        if not np.isfinite(norm):
-            raise TrainingDiverged(f"iteration {self.iter}: the gradient norm is {float(norm)}; training stopped "
-                                   "before updating the weights (the last snapshot, if any, is kept)")
-        if norm > clip:
-            factor = clip / norm
-            # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here
-            displaying = self.param.display and self.iter % self.param.display == 0
-            log.log(logging.INFO if displaying else logging.DEBUG, "Gradient clipping: scaling down gradients "
-                    "(L2 norm %s > %s) by scale factor %s", _fmt(norm), _fmt(clip), _fmt(factor))
-            for param in self.net.learnable_params:
-                param.blob.diff *= factor
+    def restore_solver_state(self, state: pb.SolverState, path: str) -> None:
+        """Load the weights and the rule's history from a read SolverState (``path`` for messages)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ testing
     def _test_due(self, iteration: int) -> bool:
@@ -416,7 +285,7 @@ class SGDSolver:
                 value = to_numpy(net.blobs[name].data).astype(np.float32)
                 sums[name] = sums[name] + value if name in sums else value
         if self.param.test_compute_loss:
-            log.info("Test loss: %s", _fmt(loss / f32(batches)))
+            log.info("Test loss: %s", fmt(loss / f32(batches)))
         means = {name: total / f32(batches) for name, total in sums.items()}
         self._log_outputs("Test", net, means)
         return means
@@ -428,8 +297,8 @@ class SGDSolver:
         for name in values:  # net.outputs order: sorted by name, as Caffe's std::set
             value, weight = values[name], weights.get(name, 0.0)
             for v in np.ravel(to_numpy(value)):
-                note = f" (* {_fmt(weight)} = {_fmt(f32(weight) * v)} loss)" if weight else ""
-                log.info("    %s net output #%d: %s = %s%s", kind, index, name, _fmt(v), note)
+                note = f" (* {fmt(weight)} = {fmt(f32(weight) * v)} loss)" if weight else ""
+                log.info("    %s net output #%d: %s = %s%s", kind, index, name, fmt(v), note)
                 index += 1
 
     # ------------------------------------------------------------------ snapshots
@@ -441,7 +310,7 @@ class SGDSolver:
         write_binary_atomic(model, net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         state = snapshot_filename(prefix, self.iter, ".solverstate")
         log.info("Snapshotting solver state to binary proto file %s", state)
-        write_solver_state(state, self.iter, model, self.current_step, self.history)
+        self.snapshot_solver_state(state, model)
         for hook in self.snapshot_hooks:
             hook(model, state)
         return state
@@ -455,13 +324,8 @@ class SGDSolver:
         path = os.fspath(state_file)
         log.info("Restoring previous solver status from %s", path)
         state = read_solver_state(path)
-        params = self.net.learnable_params
-        arrays = history_arrays(state, [q.blob.shape for q in params], path, [q.owner for q in params])
-        if state.HasField("learned_net"):
-            self.net.copy_from(locate_learned_net(state.learned_net, path))
+        self.restore_solver_state(state, path)
         self.iter, self.current_step = int(state.iter), int(state.current_step)
-        for history, array in zip(self.history, arrays):
-            history[...] = get_array_module(history).asarray(array, dtype=history.dtype)
         self._replay_data(self.iter)
 
     def _replay_data(self, iterations: int) -> None:
@@ -488,31 +352,3 @@ class SGDSolver:
     def _take_request(self) -> "str | None":
         request, self._request = self._request, None
         return request
-
-    @contextmanager
-    def _signal_handlers(self, enabled: bool) -> Iterator[None]:
-        if not enabled or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        interrupts = 0
-
-        def on_sigint(signum, frame) -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts > 1:
-                raise KeyboardInterrupt
-            log.warning("Interrupted: snapshotting and stopping after this iteration (Ctrl-C again to abort)")
-            self.request_stop()
-
-        def on_sighup(signum, frame) -> None:
-            log.info("SIGHUP: snapshotting after this iteration")
-            self.request_snapshot()
-
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint)}
-        if hasattr(signal, "SIGHUP"):
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_sighup)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
