@@ -171,7 +171,7 @@ def test_other_nets_match_the_engine_at_two_sizes(name):
 
 
 @pytest.mark.parametrize("text, message", [
-    (X.format(c=1) + 'layer { name: "y" type: "Input" top: "y" input_param { shape { dim: 2 dim: 1 dim: 5 dim: 6 } } }\n'
+    (X.format(c=1) + 'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n'
      'layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "y" top: "loss" }',
      "layer 'loss': type EuclideanLoss has no ONNX export"),
     (X.format(c=3) + BN.format("bn", "x", "y", "batch_norm_param { use_global_stats: false }"),
