@@ -34,7 +34,9 @@ setup(
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=14"],
+        # ONNX export (tools/convert_weights.py ... model.onnx) and its check with onnxruntime on the CPU.
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
         # NVRTC without a GPU or driver, for tests/test_kernels_compile.py (one CUDA major version).
-        "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14"],
+        "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14", "onnx>=1.14", "onnxruntime>=1.16"],
     },
 )

@@ -103,6 +103,73 @@ def test_net_prototxt_trains_with_memnets_released_solver(tmp_path):
     assert "Gradient clipping: scaling down gradients (L2 norm" in log and "> 0.1)" in log  # 0.01 / lr 0.1
 
 
+def release_layout(tmp_path):
+    """A checkout laid out as the MemNet release: caffe_files/<net>/ holding its solver text (the release's
+    fields and values) and a train net (here the small golden M2R2, reading the golden HDF5 data)."""
+    folder = tmp_path / "caffe_files" / "MemNet_M6R6_80C64"
+    folder.mkdir(parents=True)
+    net = GOLDEN_NET.read_text().replace('source: "memnet_m2r2_c8_train_list.txt"',
+                                         f'source: "{GOLDEN_FIXTURES / "memnet_m2r2_c8_train_list.txt"}"')
+    (folder / "MemNet_M6R6_80C64_train.prototxt").write_text(net)
+    (folder / "MemNet_M6R6_80C64_solver.prototxt").write_text(
+        'net: "./MemNet_M6R6_80C64_train.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nweight_decay: 0.0001\n'
+        'lr_policy: "step"\ngamma: 0.1\nstepsize: 200000\nclip_gradients: 0.01\n\ndisplay: 10000\n'
+        'max_iter: 20000000\nsnapshot: 10000\nsnapshot_prefix: "../../model/MemNet_M6R6_80C64"\nsolver_mode: GPU\n')
+    return folder
+
+
+@pytest.mark.parametrize("flags, clipping, threshold", [
+    ([], "Caffe's stock clipping (the default for a solver file", "0.01"),
+    (["--adjustable-clip"], "the MemNet release's adjustable clipping (--adjustable-clip)", "0.1"),
+])
+def test_the_releases_solver_file_clips_as_told_and_says_so(tmp_path, flags, clipping, threshold):
+    """The release's own solver text: stock clipping by default (with a hint naming the flag), the release's
+    clip_gradients / lr with --adjustable-clip; run from its folder as the release's train script does."""
+    folder = release_layout(tmp_path)
+    out = tmp_path / "out"
+    result = run_tool("MemNet_M6R6_80C64_solver.prototxt", *flags, "--max-iter", 1, "--display", 1, "--out", out,
+                      cwd=folder)
+    assert result.returncode == 0, result.stderr
+    log = (out / "train.log").read_text()
+    assert f"Gradient clipping: {clipping}" in log and f"Gradient clipping: {clipping}" in result.stderr
+    assert ("add --adjustable-clip to train as the release did" in log) == (not flags)
+    assert re.search(rf"Gradient clipping: scaling down gradients \(L2 norm [\d.e+-]+ > {threshold}\)", log)
+    assert (out / "MemNet_M6R6_80C64_iter_1.caffemodel").is_file()
+
+
+@pytest.mark.parametrize("model, flags, adjustable, level, words", [
+    (GOLDEN_SOLVER, [], False, "WARNING", "stock clipping (the default for a solver file"),
+    (GOLDEN_SOLVER, ["--adjustable-clip"], True, "INFO", "adjustable clipping (--adjustable-clip): global L2 norm "
+                                                        "clipped at clip_gradients / current lr (100 at the base lr"),
+    (GOLDEN_NET, [], True, "INFO", "adjustable clipping (the release's solver)"),
+    (GOLDEN_NET, ["--no-adjustable-clip"], False, "INFO", "stock clipping (--no-adjustable-clip): global L2 norm "
+                                                          "clipped at 0.01 at every lr"),
+    (GOLDEN_SOLVER, ["--clip-gradients", "-1"], False, "INFO", "off (clip_gradients -1 < 0)"),
+])
+def test_the_log_says_which_clipping_is_used(caplog, model, flags, adjustable, level, words):
+    tool = load_tool()
+    args = tool.parse_args([str(model), *flags])
+    param, _ = tool.build_solver_param(args)
+    with caplog.at_level("INFO", logger="memnet_engine.train"):
+        tool.log_clipping(param, args)
+    assert param.adjustable_clip == adjustable
+    said = [r for r in caplog.records if r.getMessage().startswith("Gradient clipping: ")]
+    assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage()
+
+
+def test_a_solver_files_own_adjustable_clip_field_is_still_honoured(tmp_path, caplog):
+    solver = tmp_path / "s.prototxt"
+    solver.write_text(GOLDEN_SOLVER.read_text().replace('net: "', f'net: "{GOLDEN_FIXTURES}/') +
+                      "adjustable_clip: true\n")
+    tool = load_tool()
+    args = tool.parse_args([str(solver)])
+    param, _ = tool.build_solver_param(args)
+    with caplog.at_level("INFO", logger="memnet_engine.train"):
+        tool.log_clipping(param, args)
+    assert param.adjustable_clip
+    assert f"adjustable_clip: true in {solver}, a memnet-engine field that BVLC Caffe rejects" in caplog.text
+
+
 def test_committed_m6r6_trains_from_a_clean_checkout_on_the_default_set(tmp_path):
     """The README's main job, shortened: no data on the machine, so the default set is built and used."""
     out = tmp_path / "out"

@@ -14,8 +14,8 @@ import os
 import sys
 
 from ..memnet.models import MemNetConfig, conv_depth, memnet_deploy_net, memnet_train_net
-from ..memnet.models.standard import (DEPLOY_INPUT_SHAPE, TRAIN_BATCH_SIZE, TRAIN_SOURCE, describe, net_text,
-                                           standard_files, write_text_atomic)
+from ..memnet.models.standard import (DEPLOY_INPUT_SHAPE, PAPER_BATCH_SIZE, RELEASE_BATCH_SIZES, TRAIN_SOURCE,
+                                      default_batch_size, describe, net_text, standard_files, write_text_atomic)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     phase.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                        help=f"deploy input dims (default: {' '.join(map(str, DEPLOY_INPUT_SHAPE))})")
     phase.add_argument("--source", help=f"train: HDF5Data list file (default: {TRAIN_SOURCE})")
-    phase.add_argument("--batch-size", type=int, help=f"train: batch size (default: {TRAIN_BATCH_SIZE})")
+    release = ", ".join(f"M{m}R{r}: {n}" for (m, r), n in RELEASE_BATCH_SIZES.items())
+    phase.add_argument("--batch-size", type=int,
+                       help=f"train: batch size (default: the release's, {release}; the paper's {PAPER_BATCH_SIZE} "
+                            "for any other M, R)")
     phase.add_argument("--no-shuffle", action="store_true", help="train: read the HDF5 files in list order")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", help="file to write (default: standard output)")
@@ -112,8 +115,9 @@ def write_net(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: "
         if args.deploy:
             net = memnet_deploy_net(config, input_shape=args.input_shape or DEPLOY_INPUT_SHAPE, name=args.name)
         else:
-            net = memnet_train_net(config, source=args.source or TRAIN_SOURCE, batch_size=args.batch_size or
-                                   TRAIN_BATCH_SIZE, shuffle=not args.no_shuffle, name=args.name)
+            batch_size = default_batch_size(config) if args.batch_size is None else args.batch_size
+            net = memnet_train_net(config, source=args.source or TRAIN_SOURCE, batch_size=batch_size,
+                                   shuffle=not args.no_shuffle, name=args.name)
     except ValueError as ex:
         parser.error(str(ex))
     command = "python tools/make_memnet.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -9,7 +9,9 @@ Given a net instead of a solver, the settings of the original MemNet release are
 (caffe_files/*/MemNet_*_solver.prototxt of tyshiwo/MemNet: base_lr 0.1, momentum 0.9,
 weight_decay 1e-4, lr_policy step, gamma 0.1, stepsize 200000, clip_gradients 0.01 with the
 adjustable clipping of its patched Caffe, display 10000, snapshot 10000, max_iter 20000000);
-the solver-setting flags override them (and a solver file's settings).
+the solver-setting flags override them (and a solver file's settings).  A solver file's
+clip_gradients keeps BVLC Caffe's meaning (a fixed threshold on the global gradient norm);
+--adjustable-clip gives the release's (clip_gradients / current lr), as its patched Caffe did.
 
 Snapshots (``<prefix>_iter_N.caffemodel`` / ``.solverstate``), ``train.log`` (Caffe's glog format,
 readable by Caffe's tools/extra/parse_log.py) and ``loss_curve.png`` go to ``--out``.
@@ -28,7 +30,7 @@ from tqdm import tqdm
 import memnet_engine as me
 from ..core.layers.hdf5_data import resolve
 from ..memnet.data import ensure_default_training_set
-from ..memnet.models.standard import TRAIN_SOURCE
+from ..memnet.models.standard import RELEASE_CLIPPING, RELEASE_TRAINING, TRAIN_SOURCE
 from ..core.net_param import filter_net
 from ..memnet.preview import write_sr_preview
 from ..core.prototxt import read_net_param, read_text_file, to_text
@@ -38,10 +40,6 @@ from .training_log import GlogFormatter, LossCurve, read_logged_losses
 pb = me.caffe_pb2
 log = logging.getLogger("memnet_engine.train")
 
-# The solver of the original MemNet release (tyshiwo/MemNet, caffe_files/MemNet_M6R6_80C64 and
-# MemNet_M10R10_212C64 use the same one), with its patched Caffe's adjustable clipping switched on.
-PAPER_SOLVER = dict(base_lr=0.1, momentum=0.9, weight_decay=0.0001, lr_policy="step", gamma=0.1, stepsize=200000,
-                    clip_gradients=0.01, adjustable_clip=True, display=10000, max_iter=20000000, snapshot=10000)
 NET_FIELDS = {"net": "net_param", "train_net": "train_net_param"}
 OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weight_decay", "lr_policy": "lr_policy",
              "gamma": "gamma", "stepsize": "stepsize", "clip_gradients": "clip_gradients",
@@ -79,8 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     solver.add_argument("--stepsize", type=int, help="iterations per lr step (200000)")
     solver.add_argument("--clip-gradients", type=float, metavar="C",
                         help="clip the global gradient L2 norm to C; < 0 disables (0.01)")
-    solver.add_argument("--adjustable-clip", action=argparse.BooleanOptionalAction, default=None,
-                        help="MemNet's adjustable clipping: threshold = clip_gradients / current lr (on)")
+    solver.add_argument(RELEASE_CLIPPING, action=argparse.BooleanOptionalAction, default=None,
+                        help="the MemNet release's clipping (its patched Caffe): threshold = clip_gradients / "
+                             "current lr.  Default: on for a net prototxt (the release's solver), off for a solver "
+                             "file (Caffe's stock clipping at clip_gradients, as BVLC Caffe reads the file)")
     solver.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations (10000)")
     solver.add_argument("--display", type=int, metavar="N", help="log the loss every N iterations (10000)")
     solver.add_argument("--seed", type=int, help="random seed for weight fillers and data shuffling")
@@ -117,9 +117,9 @@ def is_solver_file(path: str) -> bool:
 
 
 def paper_solver(net_name: str) -> pb.SolverParameter:
-    """MemNet's released solver (on the GPU when there is one)."""
+    """MemNet's released solver with its patched Caffe's clipping (on the GPU when there is one)."""
     mode = pb.SolverParameter.GPU if gpu_available() else pb.SolverParameter.CPU
-    return pb.SolverParameter(snapshot_prefix=net_name, solver_mode=mode, **PAPER_SOLVER)
+    return pb.SolverParameter(snapshot_prefix=net_name, solver_mode=mode, **RELEASE_TRAINING)
 
 
 def train_net_of(param: pb.SolverParameter, solver_dir: str) -> tuple[str, pb.NetParameter, str]:
@@ -196,6 +196,36 @@ def build_solver_param(args: argparse.Namespace) -> tuple[pb.SolverParameter, bo
     if args.weights:
         param.weights.append(args.weights)
     return param, uses_default
+
+
+def log_clipping(param: pb.SolverParameter, args: argparse.Namespace) -> None:
+    """Say which gradient clipping ``param`` (from ``build_solver_param(args)``) uses, and why; a solver file
+    whose clip_gradients keeps its stock meaning by default gets a warning naming the flag for the release's."""
+    path, flag = args.solver or args.model, args.adjustable_clip
+    solver_file = path if is_solver_file(path) else None
+    file_sets_it = solver_file is not None and flag is None and param.HasField("adjustable_clip")
+    clip, base_lr = float(param.clip_gradients), float(param.base_lr)
+    if clip < 0:
+        log.info("Gradient clipping: off (clip_gradients %g < 0)", clip)
+        return
+    if flag is not None:
+        why = RELEASE_CLIPPING if flag else "--no-" + RELEASE_CLIPPING[2:]
+    elif file_sets_it:
+        why = f"adjustable_clip: {str(param.adjustable_clip).lower()} in {solver_file}, a memnet-engine field " \
+              "that BVLC Caffe rejects"
+    else:
+        why = "the release's solver" if solver_file is None else f"the default for a solver file, {solver_file}"
+    at_base_lr = f"{clip / base_lr:g} at the base lr {base_lr:g}" if base_lr else "unbounded at lr 0"
+    if param.adjustable_clip:
+        log.info("Gradient clipping: the MemNet release's adjustable clipping (%s): global L2 norm clipped at "
+                 "clip_gradients / current lr (%s)", why, at_base_lr)
+        return
+    message = f"Gradient clipping: Caffe's stock clipping ({why}): global L2 norm clipped at {clip:g} at every lr"
+    if flag is None and not file_sets_it and solver_file is not None:
+        log.warning("%s.  The MemNet release's patched Caffe clips at clip_gradients / current lr (%s): add %s to "
+                    "train as the release did", message, at_base_lr, RELEASE_CLIPPING)
+    else:
+        log.info("%s", message)
 
 
 def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
@@ -303,6 +333,7 @@ def train(args: argparse.Namespace) -> int:
         handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
         device = choose_device(args, param)
         log.info("Using device %s", device)
+        log_clipping(param, args)
         log.info("Initializing solver from parameters:\n%s", solver_settings_text(param))
         solver = me.SGDSolver(param, device=device)
         if args.snapshot:

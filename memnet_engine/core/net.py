@@ -16,7 +16,7 @@ import numpy as np
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .backend import CPU, GPU, parse_device
 from .blob import Blob
-from .errors import MemnetError, NetError
+from .errors import NetError
 from .layer import Layer, create_layer
 from .net_param import filter_net, insert_splits, upgrade_net_input
 from .proto import caffe_pb2 as pb
@@ -136,12 +136,7 @@ class Net:
                     if lp.type == "Input":
                         self.inputs.append(name)
                 available[name] = None
-            try:
-                layer.setup(bottoms, tops)
-            except MemnetError:
-                raise
-            except (ValueError, IndexError, KeyError, TypeError, OSError) as ex:
-                raise NetError(f"layer '{lp.name}' ({lp.type}): {ex}") from ex
+            layer.setup(bottoms, tops)  # user mistakes raise NetError naming the layer; bugs surface as themselves
             need_backward |= self._append_params(layer)
             self.layers.append(layer)
             self.bottom_names.append(list(lp.bottom))
@@ -260,12 +255,7 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             bottoms, tops = self._layer_blobs(i)
-            try:
-                loss += self.layers[i].forward(bottoms, tops)
-            except MemnetError:
-                raise
-            except ValueError as ex:
-                raise NetError(f"layer '{self.layers[i].name}' ({self.layers[i].type}) forward: {ex}") from ex
+            loss += self.layers[i].forward(bottoms, tops)  # reshape raises NetError for a user's mistake
             for name in last_use.get(i, ()):
                 if name not in keep:
                     self.blobs[name].release()

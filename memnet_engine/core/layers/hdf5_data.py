@@ -66,7 +66,7 @@ class HDF5DataLayer(DataLayer):
                 self.arrays = [np.asarray(f[d], dtype=self.dtype) for d in datasets]
         except OSError as ex:
             raise NetError(f"layer '{self.name}': cannot read HDF5 file '{path}': {ex}") from None
-        rows = {a.shape[0] for a in self.arrays}
+        rows = {a.shape[0] if a.ndim else 0 for a in self.arrays}
         if len(rows) != 1 or 0 in rows:
             raise NetError(f"layer '{self.name}': datasets in {path} must have the same, non-zero number of rows")
         self.rows = np.arange(self.arrays[0].shape[0])
