@@ -36,7 +36,6 @@ def test_the_launchers_environment_gives_the_world(env, world):
 
 def shard_rows(rank: int, count: int, batches: int, skip: int = 0) -> list:
     """Labels (row ids) that rank ``rank`` of ``count`` reads from the tiny solver's shuffled data."""
-    os.chdir(SOLVER.parent)
     me.set_random_seed(7)
     solver = me.SGDSolver(str(SOLVER))
     layer = solver.net.layer_dict["data"]
@@ -85,7 +84,6 @@ class TwoShards(SingleProcess):
 
 
 def reference_solver(iterations: int) -> me.SGDSolver:
-    os.chdir(SOLVER.parent)
     me.set_random_seed(7)
     solver = me.SGDSolver(str(SOLVER))
     solver.coordinator = TwoShards(solver)
@@ -116,7 +114,7 @@ def params_of(path):
     return {(name, i): blob.data.copy() for name, blobs in net.params.items() for i, blob in enumerate(blobs)}
 
 
-def test_two_ranks_train_like_the_averaged_two_shard_reference(tmp_path):
+def test_two_ranks_train_like_the_averaged_two_shard_reference(tmp_path, monkeypatch):
     run = mpirun(2, "--out", tmp_path, "--max-iter", 8, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -124,6 +122,7 @@ def test_two_ranks_train_like_the_averaged_two_shard_reference(tmp_path):
         "tiny_iter_8.solverstate", "train.log"]  # one set of snapshots and one log, from rank 0
     log = (tmp_path / "train.log").read_text()
     assert "on each of 2 ranks (data-parallel)" in log and log.count("Iteration 8, loss") == 1
+    monkeypatch.chdir(SOLVER.parent)  # the solver's relative data paths
     reference = reference_solver(8).net
     trained = params_of(tmp_path / "tiny_iter_8.caffemodel")
     for (name, i), value in trained.items():
@@ -131,7 +130,6 @@ def test_two_ranks_train_like_the_averaged_two_shard_reference(tmp_path):
         assert np.isfinite(value).all()
         np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=f"{name}/{i}")
     single = me.SGDSolver(str(SOLVER))  # guard: one rank on all the data gives other weights
-    os.chdir(SOLVER.parent)
     single.step(8)
     assert not np.allclose(single.net.params["conv1"][0].data, trained[("conv1", 0)], rtol=1e-3)
 
