@@ -34,7 +34,9 @@ from ..memnet.models.standard import RELEASE_CLIPPING, RELEASE_TRAINING, TRAIN_S
 from ..core.net_param import filter_net
 from ..memnet.preview import write_sr_preview
 from ..core.prototxt import read_net_param, read_text_file, to_text
-from ..core.solver import IterationStats, read_solver
+from ..core.distributed import DataParallel, World, WeightsDrifted, launched_world
+from ..core.distributed.comm import Communicator
+from ..core.solver import IterationStats, TrainingDiverged, read_solver
 from .training_log import GlogFormatter, LossCurve, read_logged_losses
 
 pb = me.caffe_pb2
@@ -58,7 +60,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", help="folder for snapshots, train.log and loss_curve.png (default: runs/<net name>)")
     ap.add_argument("--device", choices=["cpu", "gpu"],
                     help="where to train (default: the solver's solver_mode if that device is available, else cpu)")
-    ap.add_argument("--gpu", type=int, metavar="ID", help="GPU number (implies --device gpu)")
+    ap.add_argument("--gpu", type=gpu_list, metavar="ID[,ID...]",
+                    help="GPU number (implies --device gpu); with several ranks (mpirun) a list: rank r uses the "
+                         "(r mod len)-th on its node (default: local rank mod the node's GPU count)")
+    ap.add_argument("--distributed", action="store_true",
+                    help="data-parallel training under mpirun even if the launcher's environment is not recognised "
+                         "(normally detected: mpirun -np K python tools/train.py ...)")
+    ap.add_argument("--check-weights-every", type=int, default=1000, metavar="N",
+                    help="with several ranks, verify every N iterations that all ranks hold the same weights "
+                         "(0: never; default %(default)s)")
     data = ap.add_argument_group("training data (the net's HDF5Data layers)")
     data.add_argument("--train-data", metavar="LIST", help="text file listing the .h5 training files (HDF5Data source)")
     data.add_argument("--batch-size", type=int, metavar="N", help="HDF5Data batch size")
@@ -228,9 +238,19 @@ def log_clipping(param: pb.SolverParameter, args: argparse.Namespace) -> None:
         log.info("%s", message)
 
 
-def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
+def gpu_list(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a GPU number or comma-separated list: {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"GPU numbers must be >= 0: {text!r}")
+    return ids
+
+
+def choose_device(args: argparse.Namespace, param: pb.SolverParameter, world: World = World()) -> str:
     wants_gpu = args.device == "gpu" or args.gpu is not None
-    gpu_id = args.gpu if args.gpu is not None else param.device_id
+    gpu_id = rank_gpu(args.gpu, world) if (args.gpu is not None or world.distributed) else param.device_id
     if wants_gpu:
         if not gpu_available():
             raise me.MemnetError("--device gpu: no CUDA GPU is available (CuPy missing or no device)")
@@ -240,6 +260,16 @@ def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
             return f"gpu:{gpu_id}"
         log.warning("The solver asks for a GPU but none is available: training on the CPU")
     return "cpu"
+
+
+def rank_gpu(ids: "list[int] | None", world: World) -> int:
+    """This rank's GPU: from the --gpu list, else its local rank modulo the node's GPU count."""
+    if ids:
+        return ids[world.local_rank % len(ids)]
+    if not gpu_available():
+        return 0
+    import cupy
+    return world.local_rank % cupy.cuda.runtime.getDeviceCount()
 
 
 def gpu_available() -> bool:
@@ -261,9 +291,11 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def add_log_handler(handler: logging.Handler) -> logging.Handler:
-    """Send the engine's log records (glog format) to ``handler``."""
+def add_log_handler(handler: logging.Handler, quiet: bool = False) -> logging.Handler:
+    """Send the engine's log records (glog format) to ``handler`` (only warnings and errors if ``quiet``)."""
     handler.setFormatter(GlogFormatter())
+    if quiet:
+        handler.setLevel(logging.WARNING)
     root = logging.getLogger("memnet_engine")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
@@ -323,22 +355,35 @@ def write_preview(net: me.Net, out: str) -> None:
 
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
-    handlers = [add_log_handler(TqdmHandler())]
+    world = launched_world()
+    if args.distributed and not world.distributed:
+        world = mpi_world()
+    handlers = [add_log_handler(TqdmHandler(), quiet=not world.is_root)]
+    coordinator = None
     try:
         param, uses_default = build_solver_param(args)
         net_name = param.net_param.name or param.train_net_param.name or "net"
         out = args.out or os.path.join("runs", net_name)
         param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
-        os.makedirs(out, exist_ok=True)
-        handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
-        device = choose_device(args, param)
-        log.info("Using device %s", device)
+        if world.is_root:
+            os.makedirs(out, exist_ok=True)
+            handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
+        device = choose_device(args, param, world)
+        log.info("Using device %s%s", device, f" on each of {world.size} ranks (data-parallel)"
+                 if world.distributed else "")
         log_clipping(param, args)
         log.info("Initializing solver from parameters:\n%s", solver_settings_text(param))
+        if world.distributed:
+            coordinator = DataParallel(Communicator(world, device), check_every=args.check_weights_every)
+            coordinator.share_seed(param)
         solver = me.SGDSolver(param, device=device)
+        if coordinator is not None:
+            coordinator.attach(solver)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
-            solver.restore(args.snapshot)
+            coordinator.restore(solver, args.snapshot) if coordinator else solver.restore(args.snapshot)
+        if not world.is_root:
+            return run_follower(solver)
         progress = Progress(solver, out)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is reported once
@@ -355,14 +400,33 @@ def train(args: argparse.Namespace) -> int:
             print(f"done: {solver.iter} iterations; snapshot {state}; log {os.path.join(out, 'train.log')}; "
                   f"loss curve {progress.png}", file=sys.stderr)
         return 0
-    except me.MemnetError as ex:
-        log.error("%s", ex)
+    except BaseException as ex:
+        if isinstance(ex, me.MemnetError):
+            log.error("%s", ex)
+        if coordinator is not None and not isinstance(ex, (TrainingDiverged, WeightsDrifted)):
+            log.error("rank %d failed (%s): stopping every rank", world.rank, type(ex).__name__)
+            coordinator.comm.abort(1)  # the other ranks would wait for this one forever
         raise
     finally:
         root = logging.getLogger("memnet_engine")
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+def run_follower(solver: me.SGDSolver) -> int:
+    """A rank other than 0: train in step with rank 0, which logs, draws and snapshots."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        solver.solve()
+    return 0
+
+
+def mpi_world() -> World:
+    """The World as MPI itself reports it (for --distributed under a launcher we do not recognise)."""
+    from ..core.distributed.comm import mpi_module
+    comm = mpi_module().COMM_WORLD
+    local = comm.Split_type(mpi_module().COMM_TYPE_SHARED).Get_rank()
+    return World(comm.Get_rank(), comm.Get_size(), local)
 
 
 def main(argv=None) -> int:
