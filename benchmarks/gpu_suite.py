@@ -105,18 +105,22 @@ class Suite:
 
     def command(self, argv: list[str], timeout: float, label: str) -> Completed:
         """Run ``argv`` from the repository root, its output to a file; stop its whole process group at
-        ``timeout`` seconds (SIGTERM, then SIGKILL)."""
+        ``timeout`` seconds (SIGTERM, then SIGKILL), or when the suite itself is stopped.  The group stays
+        in the suite's session, so whoever ends the suite's session ends it too."""
         print(f"[suite]   {label}: {' '.join(argv)}", flush=True)
         log = self.work / f"{len(self.log):02d}.log"
         start = time.monotonic()
         with open(log, "wb") as sink:
             proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
             try:
                 returncode = proc.wait(timeout=max(1.0, timeout))
             except subprocess.TimeoutExpired:
                 returncode = None
                 _stop_group(proc)
+            except BaseException:  # SIGTERM / Ctrl-C of the suite: take the stage's processes along
+                _stop_group(proc)
+                raise
         output = log.read_text(encoding="utf-8", errors="replace")
         seconds = time.monotonic() - start
         status = f"exit {returncode}" if returncode is not None else f"STOPPED after {timeout:.0f} s (time limit)"
@@ -150,7 +154,7 @@ class Suite:
 
     # ------------------------------------------------------------------ report
     def report(self) -> dict:
-        ok = all(r.status != FAIL for r in self.results.values())
+        ok = all(r.status != FAIL for r in self.results.values()) and "stopped" not in self.meta
         return {**self.meta, "ok": ok, "wall_s": round(time.monotonic() - self.started, 1),
                 "stages": {name: asdict(r) for name, r in self.results.items()}}
 
@@ -417,10 +421,21 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     return args
 
 
+def _stopped(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: "list[str] | None" = None) -> int:
     suite = Suite(parse_args(argv))
     print(f"[suite] memnet-engine GPU suite ({suite.meta['mode']}), report in {suite.out}/", flush=True)
-    ok = suite.run([stage for stage in STAGES if stage.name in suite.args.stages])
+    signal.signal(signal.SIGTERM, _stopped)
+    try:
+        ok = suite.run([stage for stage in STAGES if stage.name in suite.args.stages])
+    except KeyboardInterrupt as ex:
+        suite.meta["stopped"] = f"the suite was stopped ({ex or 'Ctrl-C'}) during a stage; the report holds the stages before it"
+        suite.write()
+        print(f"[suite] {suite.meta['stopped']}: {suite.out}/report.md", flush=True)
+        return 130
     try:
         print(console_summary(suite.report()), flush=True)
     except Exception as ex:  # the report files are written; only the console summary is lost

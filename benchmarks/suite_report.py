@@ -6,8 +6,9 @@ import json
 
 def _headline(report: dict) -> str:
     verdict = "PASS" if report["ok"] else "FAIL"
+    stopped = f" -- {report['stopped']}" if report.get("stopped") else ""
     return (f"memnet-engine GPU suite: {verdict} ({report['mode']}, {report['wall_s']:.0f} s of "
-            f"{report['budget_s']:.0f} s budget, started {report['started']})")
+            f"{report['budget_s']:.0f} s budget, started {report['started']}){stopped}")
 
 
 def _stage_table(stages: dict) -> list[str]:

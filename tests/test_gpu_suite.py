@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,14 @@ def test_without_cupy_the_gpu_run_fails_with_a_clear_report(tmp_path) -> None:
     assert "needs CuPy" in stages["benchmark"]["summary"]
     assert "Traceback" not in json.dumps(report) and "Traceback" not in output
     assert "| environment | FAIL |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_command_past_its_time_is_stopped_with_its_children(suite_module, tmp_path) -> None:
+    suite = suite_module.Suite(suite_module.parse_args(["--out", str(tmp_path)]))
+    script = "import subprocess, time; print(subprocess.Popen(['sleep', '60']).pid, flush=True); time.sleep(60)"
+    done = suite.command([sys.executable, "-c", script], 2, "sleeper")
+    assert done.returncode is None and done.seconds < 20
+    stat = Path(f"/proc/{done.output.split()[0]}/stat")
+    time.sleep(0.2)
+    assert not stat.exists() or stat.read_text().split(") ")[1][0] == "Z"  # gone, or dead and not yet reaped
+    assert "STOPPED after 2 s" in suite.log[-1]
