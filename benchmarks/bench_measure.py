@@ -171,7 +171,10 @@ def cuda_activity(sync: Callable[[], None], step: Callable[[], object]) -> "dict
         return None
     if not torch.cuda.is_available():
         return None
-    return kernel_summary(trace_events(sync, step, [ProfilerActivity.CUDA]))
+    summary = kernel_summary(trace_events(sync, step, [ProfilerActivity.CUDA]))
+    if not summary["kernels"]:  # a step always launches kernels: the profiler did not see them
+        raise RuntimeError("the CUDA profiler recorded no kernel (CUPTI unavailable?)")
+    return summary
 
 
 def trace_events(sync: Callable[[], None], step: Callable[[], object], activities: list) -> list[dict]:
