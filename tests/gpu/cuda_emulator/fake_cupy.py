@@ -27,6 +27,7 @@ GUARD = 64  # bytes of guard before and after every allocation
 GUARD_BYTE = 0xA7
 _guarded: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
 memory = {"live": 0, "peak": 0}  # bytes of device arrays alive now / at most since reset_peak()
+_memory_hooks: list = []  # entered cupy.cuda.memory_hook.MemoryHook instances, told of every malloc and free
 
 
 def reset_peak() -> None:
@@ -35,6 +36,8 @@ def reset_peak() -> None:
 
 def _freed(nbytes: int) -> None:
     memory["live"] -= nbytes
+    for hook in list(_memory_hooks):
+        hook.free_postprocess(device_id=0, mem_size=nbytes, mem_ptr=0, pmem_id=0)
 SCALAR_TYPES = {"f": np.float32, "d": np.float64, "i": np.int32}
 POINTEE_DTYPES = {"Pf": np.float32, "Pd": np.float64, "Pi": np.int32}
 
@@ -87,6 +90,8 @@ def _allocate(shape, dtype) -> ndarray:
     memory["live"] += nbytes
     memory["peak"] = max(memory["peak"], memory["live"])
     weakref.finalize(raw, _freed, nbytes)
+    for hook in list(_memory_hooks):
+        hook.malloc_postprocess(device_id=0, size=nbytes, mem_size=nbytes, mem_ptr=raw.ctypes.data, pmem_id=0)
     return array
 
 
@@ -263,15 +268,17 @@ class Device:
 
 
 class MemoryHook:
-    """cupy.cuda.memory_hook.MemoryHook: entered and left; the emulator reports live bytes itself."""
+    """cupy.cuda.memory_hook.MemoryHook: while entered, told of every device allocation and free
+    (``mem_size`` = the array's bytes; CuPy's pool would round them up to 512)."""
 
     name = "MemoryHook"
 
     def __enter__(self):
+        _memory_hooks.append(self)
         return self
 
     def __exit__(self, *_):
-        pass
+        _memory_hooks.remove(self)
 
     def malloc_postprocess(self, **kwargs):
         pass
@@ -281,7 +288,7 @@ class MemoryHook:
 
 
 def get_default_memory_pool():
-    return types.SimpleNamespace(used_bytes=lambda: memory["live"])
+    return types.SimpleNamespace(used_bytes=lambda: memory["live"], free_all_blocks=lambda: None)
 
 
 cuda = types.ModuleType("cupy.cuda")
