@@ -18,6 +18,7 @@ from ..core.convert import caffemodel_from_arrays, read_arrays, save_npz, save_t
 from ..core.errors import MemnetError, WeightsError
 from ..core.prototxt import read_net_param
 from ..core.weights import write_binary_atomic
+from .help_format import PlainHelpFormatter
 
 INPUTS = (".caffemodel", ".npz")
 OUTPUTS = (".caffemodel", ".npz", ".pt")
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert weights between a binary .caffemodel, an .npz of Caffe-named arrays "
                     "('<layer>/<i>'), and a PyTorch-style state dict (.pt via torch, or .npz with --torch).  "
                     "The format is chosen by the file extensions.",
-        epilog=__doc__.split("\n\n", 1)[1] + "\n" + MAPPING, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n\n", 1)[1] + "\n" + MAPPING, formatter_class=PlainHelpFormatter)
     parser.add_argument("input", help="weights to read: .caffemodel or Caffe-named .npz")
     parser.add_argument("output", help="file to write: .caffemodel, .npz or .pt (written atomically)")
     parser.add_argument("--net", metavar="PROTOTXT",
