@@ -5,7 +5,7 @@ level of the task mixed in one set (SR x2/x3/x4, noise sigma 30/50/70, JPEG q10/
 31 x 31 patches at stride 21, shuffled through a bounded buffer into HDF5 files of at most
 --file-size patches. Point an HDF5Data layer's ``source`` at the printed list file.
 
-    python tools/make_training_data.py --task sr --images ../shared/datasets/T91 ../shared/datasets/BSD200_train --out data/sr291
+    memnet-make-data --task sr --images ../shared/datasets/T91 ../shared/datasets/BSD200_train --out data/sr291
 """
 import argparse
 import sys

@@ -7,7 +7,7 @@ Large images are processed in tiles with overlapping context (--tile/--overlap);
 counts them.
 
 Example (memnet-restore is the installed name of python tools/restore.py):
-    memnet-restore --task sr --scale 3 --model prototxt/memnet_m6r6_deploy.prototxt --weights sr.caffemodel --input low.png --output high.png
+    memnet-restore --task sr --scale 3 --model deploy.prototxt --weights sr.caffemodel --input low.png --output high.png
 """
 import argparse
 import sys
