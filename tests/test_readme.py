@@ -32,9 +32,9 @@ SKIPPED = {
     r"benchmarks/bench_memnet\.py": "a benchmark: minutes (tests/test_bench_memnet.py covers its code)",
 }
 NEEDS = {  # runs only where the machine has it
-    "../shared": (lambda: (SHARED / "datasets").is_dir(), "../shared (the datasets and golden data) is not here"),
-    "import cupy": (lambda: importlib.util.find_spec("cupy") is not None, "needs CuPy and a CUDA GPU"),
-    ".pt ": (lambda: importlib.util.find_spec("torch") is not None, "writing a .pt needs torch"),
+    r"\.\./shared": (lambda: (SHARED / "datasets").is_dir(), "../shared (the datasets and golden data) is not here"),
+    r"import cupy": (lambda: importlib.util.find_spec("cupy") is not None, "needs CuPy and a CUDA GPU"),
+    r"\.pt\b": (lambda: importlib.util.find_spec("torch") is not None, "writing a .pt needs torch"),
 }
 
 
@@ -84,8 +84,8 @@ def skip_reason(command: str) -> "str | None":
     for pattern, reason in SKIPPED.items():
         if re.search(pattern, command):
             return reason
-    for text, (available, reason) in NEEDS.items():
-        if text in command and not available():
+    for pattern, (available, reason) in NEEDS.items():
+        if re.search(pattern, command) and not available():
             return reason
     return None
 
