@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN_FIXTURES, REPO, SHARED
+from memnet_engine.cli.model_loading import gpu_available
 from memnet_engine.memnet.imageops import write_image
 
 README = REPO / "README.md"
@@ -33,7 +34,7 @@ SKIPPED = {
 }
 NEEDS = {  # runs only where the machine has it
     r"\.\./shared": (lambda: (SHARED / "datasets").is_dir(), "../shared (the datasets and golden data) is not here"),
-    r"import cupy": (lambda: importlib.util.find_spec("cupy") is not None, "needs CuPy and a CUDA GPU"),
+    r"import cupy": (gpu_available, "needs CuPy and a CUDA GPU"),
     r"\.pt\b": (lambda: importlib.util.find_spec("torch") is not None, "writing a .pt needs torch"),
 }
 
