@@ -42,6 +42,7 @@ def gpu_available() -> bool:
 
 
 def check_device(device: str) -> None:
+    """A GPU device where there is none is an error that says how to get one."""
     if parse_device(device)[0] == GPU and not gpu_available():
         raise MemnetError(f"--device {device}: no CUDA GPU is available (CuPy missing or no device); to use one, "
                           + GPU_INSTALL)

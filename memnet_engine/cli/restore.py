@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class TileProgress:
-    """A progress bar over the tiles of one image, opened when the first tile is done."""
+    """A progress bar over the tiles of one image (restore's on_tile callback)."""
 
     def __init__(self):
         self.bar: "tqdm | None" = None

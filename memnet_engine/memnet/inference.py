@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TILE = 150
 DEFAULT_OVERLAP = 16
-TileCallback = Callable[[int, int], None]  # (tiles done, tiles in the image), called after each tile
+TileCallback = Callable[[int, int], None]  # (tiles done, tiles in the image): before the first tile, after each
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -67,6 +67,8 @@ def restore(net: "Net", image: np.ndarray, tile: int = DEFAULT_TILE, overlap: in
         raise ValueError(f"restore: expected a 2-D image, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.float32)
     rows, cols = tile_spans(image.shape[0], tile, overlap), tile_spans(image.shape[1], tile, overlap)
+    if on_tile is not None:
+        on_tile(0, len(rows) * len(cols))
     for i, (r0, r1, cr0, cr1) in enumerate(rows):
         for j, (c0, c1, cc0, cc1) in enumerate(cols):
             piece = run_net(net, np.ascontiguousarray(image[cr0:cr1, cc0:cc1]))
