@@ -41,5 +41,7 @@ setup(
         "mpi": ["mpi4py>=4", "mpich>=4"],
         # NVRTC without a GPU or driver, for tests/test_kernels_compile.py (one CUDA major version).
         "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14", "onnx>=1.14", "onnxruntime>=1.16"],
+        # tools/gen_proto.py: protoc 25, whose caffe_pb2.py imports on every protobuf runtime setup.py allows
+        "dev": ["grpcio-tools>=1.62,<1.63"],
     },
 )

@@ -14,7 +14,6 @@ import pytest
 import memnet_engine as me
 from conftest import FIXTURES, REPO
 from memnet_engine.core.distributed import World, launched_world
-from memnet_engine.core.distributed.data_parallel import DataParallel
 from memnet_engine.core.solver.solver import SingleProcess
 from memnet_engine.core.solver.state import read_solver_state
 

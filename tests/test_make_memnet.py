@@ -230,7 +230,7 @@ def test_cli_writes_the_requested_net(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--deploy", "--batch-size", "4"], ["--input-shape", "1", "1", "8", "8"],
-                                  ["-M", "0"], ["--standard", "x", "-o", "y"]])
+                                  ["-M", "0"], ["--standard", "x", "-o", "y"], ["--from-train", "t.prototxt"]])
 def test_cli_rejects_contradictory_or_invalid_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_memnet.main(argv)
@@ -252,3 +252,18 @@ def test_cli_help_runs_as_a_script():
                             capture_output=True, text=True, check=True)
     for option in ("--blocks", "--recursions", "--channels", "--basic", "--nl", "--ns", "--deploy", "--standard"):
         assert option in result.stdout
+
+
+def test_cli_deploy_from_train_restores_as_the_released_deploy_net(tmp_path, capsys):
+    out = tmp_path / "deploy.prototxt"
+    assert make_memnet.main(["--deploy", "--from-train", str(FIXTURES / "memnet_m2r2_c8_train.prototxt"),
+                             "--input-shape", "1", "1", "16", "14", "-o", str(out)]) == 0
+    weights = str(FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel")
+    made = Net(str(out), TEST, weights=weights)
+    released = Net(str(FIXTURES / "memnet_m2r2_c8_deploy.prototxt"), TEST, weights=weights)
+    image = np.random.default_rng(0).random((1, 1, 16, 14)).astype(np.float32)
+    assert made.inputs == ["data"] and made.blobs["data"].shape == (1, 1, 16, 14)
+    np.testing.assert_array_equal(made.forward(data=image)[made.outputs[0]],
+                                  released.forward(data=image)[released.outputs[0]])
+    assert make_memnet.main(["--deploy", "--from-train", str(out)]) == 1
+    assert "no data layer" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """tools/train.py end to end on the golden MemNet training net and the tiny solver (subprocesses)."""
 import datetime
+import io
 import json
 import os
 import re
@@ -234,7 +235,7 @@ def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
     (["bad.prototxt"], r"bad.prototxt is neither a solver nor a net prototxt"),
     ([str(TINY_SOLVER), "--base-lr", "1e20", "--clip-gradients", "-1"], r"iteration \d+: the loss is (nan|inf)"),
     ([str(TINY_SOLVER), "--snapshot", "nope.solverstate"], "nope.solverstate: cannot read .solverstate"),
-    ([str(GOLDEN_NET), "--train-data", "no_list.txt", "--max-iter", "1"], "cannot read HDF5 source list"),
+    ([str(GOLDEN_NET), "--train-data", "no_list.txt", "--max-iter", "1"], "HDF5 source list '.*no_list.txt' not found"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message):
     (tmp_path / "bad.prototxt").write_text("layer { name: 'x' type: }\n")
@@ -291,3 +292,61 @@ def test_batch_size_flag_reaches_the_net(tmp_path, monkeypatch):
     # the data list was anchored next to the net, so the embedded net builds from any working directory
     monkeypatch.chdir(tmp_path)
     assert me.SGDSolver(param).net.blobs["data"].shape[0] == 2
+
+
+GLOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ \S+:\d+\] .*")
+
+
+def console_lines(stderr):
+    """The log lines the console showed, without the progress bar's redraws."""
+    return [line for part in stderr.split("\n") for line in [part.split("\r")[-1]] if GLOG_LINE.fullmatch(line)]
+
+
+def test_resume_below_the_total_is_an_error_that_explains_max_iter(tmp_path):
+    out = tmp_path / "out"
+    first = run_tool(TINY_SOLVER, "--out", out, "--max-iter", 3, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    log = (out / "train.log").read_text()
+    shown = console_lines(first.stderr)
+    assert len(shown) > 10 and all(line in log for line in shown)  # train.log holds every console line
+    assert re.search(r"\] done: 3 iterations; snapshot \S+tiny_iter_3.solverstate", log)
+    state = out / "tiny_iter_3.solverstate"
+    for total, hint in ((2, "--max-iter 5 trains 2 more"), (3, "--max-iter 6 trains 3 more")):
+        resumed = run_tool(TINY_SOLVER, "--out", out, "--max-iter", total, "--snapshot", state, cwd=tmp_path)
+        assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+        last = resumed.stderr.strip().splitlines()[-1]
+        assert last == (f"train.py: error: {state} is already at iteration 3, and --max-iter {total} counts all "
+                        f"iterations, not how many more: nothing to train ({hint})")
+        assert last.removeprefix("train.py: ") in (out / "train.log").read_text().splitlines()[-1]
+    assert sorted(p.name for p in out.glob("*.caffemodel")) == ["tiny_iter_3.caffemodel"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_skips_the_preview(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    returncode, _, err = interrupt_after([sys.executable, str(TOOL), str(GOLDEN_SOLVER), "--out", str(out),
+                                          "--max-iter", "100000", "--display", "1", "--preview"],
+                                         "] Iteration 2 (", "stderr", cwd=tmp_path, env=env)
+    assert returncode == 0, err
+    assert "Stopped early: skipping the preview" in err and "Restoring a held-out photo" not in err
+    assert not (out / "preview_sr_x3.png").exists()
+
+
+def test_eta_leaves_out_start_up_and_the_first_iteration(monkeypatch):
+    tool = load_tool()
+    clock = iter([50.0, 52.0, 54.0, 55.0])  # the first iteration ends after 50 s, then 2 s, 2 s and 1 s
+    monkeypatch.setattr(tool.time, "perf_counter", lambda: next(clock))
+    bar = tool.IterationBar(total=100, file=io.StringIO(), window=2)
+    bar.update(1)
+    assert bar.format_dict["rate"] == 0.0 and "<?" in str(bar)  # unknown, not 100 x 50 s
+    bar.update(1)
+    bar.update(1)
+    assert bar.format_dict["rate"] == pytest.approx(0.5) and "<03:14" in str(bar)  # 97 left at 2 s each
+    bar.update(1)  # the window keeps the last 2 iterations: 2 s and 1 s
+    assert bar.recent_rate() == pytest.approx(2 / 3)
+
+
+def test_loss_curve_title_says_what_is_summed():
+    net = me.Net(str(GOLDEN_NET), phase=me.TRAIN, weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"))
+    assert load_tool().loss_description(net) == "sum of the 3 supervised losses: loss_01, loss_02, loss_3"

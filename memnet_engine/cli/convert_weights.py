@@ -21,6 +21,7 @@ from ..core.net import TEST, Net
 from ..core.onnx_export import OPSET, export_onnx
 from ..core.prototxt import read_net_param
 from ..core.weights import copy_weights, write_binary_atomic
+from .help_format import PlainHelpFormatter
 
 INPUTS = (".caffemodel", ".npz")
 OUTPUTS = (".caffemodel", ".npz", ".pt", ".onnx")
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"or write an ONNX model (opset {OPSET}, dynamic height and width) of a deploy net with "
                     "these weights (.onnx, needs --net and the onnx package).  The format is chosen by the file "
                     "extensions.",
-        epilog=__doc__.split("\n\n", 1)[1] + "\n" + MAPPING, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n\n", 1)[1] + "\n" + MAPPING, formatter_class=PlainHelpFormatter)
     parser.add_argument("input", help="weights to read: .caffemodel or Caffe-named .npz")
     parser.add_argument("output", help="file to write: .caffemodel, .npz, .pt or .onnx (written atomically)")
     parser.add_argument("--net", metavar="PROTOTXT",

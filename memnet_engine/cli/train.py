@@ -23,6 +23,8 @@ import argparse
 import logging
 import os
 import sys
+import time
+from collections import deque
 
 import numpy as np
 from tqdm import tqdm
@@ -37,10 +39,14 @@ from ..core.prototxt import read_net_param, read_text_file, to_text
 from ..core.distributed import DataParallel, World, WeightsDrifted, launched_world
 from ..core.distributed.comm import Communicator
 from ..core.solver import IterationStats, TrainingDiverged, read_solver
+from ..core.solver.state import read_solver_state
+from .help_format import PlainHelpFormatter
+from .model_loading import gpu_available
 from .training_log import GlogFormatter, LossCurve, read_logged_losses
 
 pb = me.caffe_pb2
 log = logging.getLogger("memnet_engine.train")
+LOGGERS = ("memnet_engine", "py.warnings")  # what the console and train.log show
 
 NET_FIELDS = {"net": "net_param", "train_net": "train_net_param"}
 OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weight_decay", "lr_policy": "lr_policy",
@@ -51,7 +57,7 @@ OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weig
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=PlainHelpFormatter)
     ap.add_argument("model", nargs="?", metavar="SOLVER_OR_NET.prototxt",
                     help="a solver .prototxt, or a net .prototxt to train with MemNet's released solver settings")
     ap.add_argument("--solver", help="the solver .prototxt (instead of the positional argument)")
@@ -272,14 +278,6 @@ def rank_gpu(ids: "list[int] | None", world: World) -> int:
     return world.local_rank % cupy.cuda.runtime.getDeviceCount()
 
 
-def gpu_available() -> bool:
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
-        return False
-
-
 # ---------------------------------------------------------------------------- output
 class TqdmHandler(logging.Handler):
     """Echo log lines above the progress bar without breaking it (errors are printed once, by main)."""
@@ -292,13 +290,16 @@ class TqdmHandler(logging.Handler):
 
 
 def add_log_handler(handler: logging.Handler, quiet: bool = False) -> logging.Handler:
-    """Send the engine's log records (glog format) to ``handler`` (only warnings and errors if ``quiet``)."""
+    """Send the engine's log records and Python warnings (glog format) to ``handler`` (only warnings and
+    errors if ``quiet``)."""
     handler.setFormatter(GlogFormatter())
     if quiet:
         handler.setLevel(logging.WARNING)
-    root = logging.getLogger("memnet_engine")
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
+    logging.captureWarnings(True)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
     return handler
 
 
@@ -314,17 +315,55 @@ def solver_settings_text(param: pb.SolverParameter) -> str:
     return to_text(shown) + "\n".join(names)
 
 
+class IterationBar(tqdm):
+    """A tqdm bar whose rate and ETA come from the last ``window`` iterations, not counting start-up
+    and the first iteration (its one-time costs would inflate the estimate): '?' until two are done."""
+
+    def __init__(self, *args, window: int = 20, **kwargs):
+        self.iteration_ends: deque[float] = deque(maxlen=window + 1)
+        super().__init__(*args, **kwargs)
+
+    def update(self, n: int = 1) -> "bool | None":
+        self.iteration_ends.append(time.perf_counter())
+        return super().update(n)
+
+    @property
+    def format_dict(self) -> dict:
+        values = super().format_dict
+        values["rate"] = self.recent_rate()
+        return values
+
+    def recent_rate(self) -> float:
+        """Iterations per second between the recent iteration ends; 0.0 (shown as '?') before two."""
+        ends = self.iteration_ends
+        lapse = ends[-1] - ends[0] if len(ends) > 1 else 0.0
+        return (len(ends) - 1) / lapse if lapse > 0 else 0.0
+
+
+def loss_description(net: me.Net) -> str:
+    """What the solver's loss is: the net's one loss output, or the sum of its weighted loss outputs."""
+    weights = {name: layer.loss(j) for layer, tops in zip(net.layers, net.top_names)
+               for j, name in enumerate(tops) if layer.loss(j)}
+    names = list(weights)
+    if len(names) <= 1:
+        return f"the loss output {names[0]}" if names else "the net's loss"
+    shown = ", ".join(names if len(names) <= 3 else names[:2] + ["...", names[-1]])
+    weighting = "" if set(weights.values()) == {1.0} else " times their loss_weight"
+    return f"sum of the {len(names)} supervised losses{weighting}: {shown}"
+
+
 class Progress:
-    """A tqdm bar (loss, lr, it/s) fed by the solver's hooks, and the loss curve redrawn at each snapshot."""
+    """A tqdm bar (loss, lr, it/s, ETA) fed by the solver's hooks, and the loss curve redrawn at each snapshot."""
 
     def __init__(self, solver: me.SGDSolver, out: str):
         self.solver, self.png = solver, os.path.join(out, "loss_curve.png")
-        self.title = f"{solver.net.name}: training loss"
+        self.title = f"{solver.net.name}: training loss\n= {loss_description(solver.net)}"
         self.curve = LossCurve()
         for iteration, loss in read_logged_losses(os.path.join(out, "train.log"), before=solver.iter):
             self.curve.add(iteration, loss)
-        self.bar = tqdm(total=solver.param.max_iter, initial=solver.iter, desc=solver.net.name or "train",
-                        unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar = IterationBar(total=solver.param.max_iter, initial=solver.iter, desc=solver.net.name or "train",
+                                unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_postfix_str("first iteration running (slower than the next ones)")
         solver.iteration_hooks.append(self.on_iteration)
         solver.snapshot_hooks.append(lambda model, state: self.draw())
 
@@ -334,7 +373,7 @@ class Progress:
         self.bar.update(1)
 
     def draw(self) -> None:
-        self.curve.save_png(self.png, self.title)
+        self.curve.save_png(self.png, self.title, ylabel="loss")
 
     def close(self) -> None:
         self.bar.close()
@@ -353,6 +392,20 @@ def write_preview(net: me.Net, out: str) -> None:
              path, result.psnr_bicubic, result.psnr_restored)
 
 
+def check_resume_target(param: pb.SolverParameter, snapshot: str, max_iter_flag: "int | None") -> None:
+    """--max-iter is the total number of iterations: resuming at or past it would train nothing."""
+    done = read_solver_state(snapshot).iter
+    if param.max_iter > done:
+        return
+    if max_iter_flag is None:
+        given, hint = f"the solver's max_iter {param.max_iter}", f"pass --max-iter above {done}"
+    else:
+        more = max(max_iter_flag, 1)
+        given, hint = f"--max-iter {max_iter_flag}", f"--max-iter {done + more} trains {more} more"
+    raise me.MemnetError(f"{snapshot} is already at iteration {done}, and {given} counts all iterations, not how "
+                         f"many more: nothing to train ({hint})")
+
+
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
     world = launched_world()
@@ -368,6 +421,8 @@ def train(args: argparse.Namespace) -> int:
         if world.is_root:
             os.makedirs(out, exist_ok=True)
             handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
+        if args.snapshot:
+            check_resume_target(param, args.snapshot, args.max_iter)
         device = choose_device(args, param, world)
         log.info("Using device %s%s", device, f" on each of {world.size} ranks (data-parallel)"
                  if world.distributed else "")
@@ -393,24 +448,28 @@ def train(args: argparse.Namespace) -> int:
             progress.draw()
         state = os.path.join(out, f"{os.path.basename(param.snapshot_prefix)}_iter_{solver.iter}.solverstate")
         if args.preview if args.preview is not None else uses_default:
-            write_preview(solver.net, out)
+            if solver.requested_early_exit:
+                log.info("Stopped early: skipping the preview")
+            else:
+                write_preview(solver.net, out)
         if solver.requested_early_exit:
-            print(f"stopped at iteration {solver.iter}; resume with: --snapshot {state}", file=sys.stderr)
+            log.info("stopped at iteration %d; resume with: --snapshot %s", solver.iter, state)
         else:
-            print(f"done: {solver.iter} iterations; snapshot {state}; log {os.path.join(out, 'train.log')}; "
-                  f"loss curve {progress.png}", file=sys.stderr)
+            log.info("done: %d iterations; snapshot %s; log %s; loss curve %s", solver.iter, state,
+                     os.path.join(out, "train.log"), progress.png)
         return 0
     except BaseException as ex:
-        if isinstance(ex, me.MemnetError):
-            log.error("%s", ex)
+        if isinstance(ex, (me.MemnetError, OSError, KeyboardInterrupt)):
+            log.error("%s", failure_message(ex))  # into train.log; main prints it on the console
         if coordinator is not None and not isinstance(ex, (TrainingDiverged, WeightsDrifted)):
             log.error("rank %d failed (%s): stopping every rank", world.rank, type(ex).__name__)
             coordinator.comm.abort(1)  # the other ranks would wait for this one forever
         raise
     finally:
-        root = logging.getLogger("memnet_engine")
+        logging.captureWarnings(False)
         for handler in handlers:
-            root.removeHandler(handler)
+            for logger in LOGGERS:
+                logging.getLogger(logger).removeHandler(handler)
             handler.close()
 
 
@@ -427,20 +486,24 @@ def mpi_world() -> World:
     comm = mpi_module().COMM_WORLD
     local = comm.Split_type(mpi_module().COMM_TYPE_SHARED).Get_rank()
     return World(comm.Get_rank(), comm.Get_size(), local)
+def failure_message(ex: BaseException) -> str:
+    """The one line a failed run ends with (on the console and in train.log)."""
+    if isinstance(ex, KeyboardInterrupt):
+        return "aborted (no snapshot written)"
+    if isinstance(ex, OSError):
+        return f"error: {ex.filename or ''}: {ex.strerror or ex}"
+    return f"error: {ex}"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except me.MemnetError as ex:
-        print(f"train.py: error: {ex}", file=sys.stderr)
+    except (me.MemnetError, OSError) as ex:
+        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
         return 1
-    except OSError as ex:
-        print(f"train.py: error: {ex.filename or ''}: {ex.strerror or ex}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("train.py: aborted (no snapshot written)", file=sys.stderr)
+    except KeyboardInterrupt as ex:
+        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
         return 130
 
 

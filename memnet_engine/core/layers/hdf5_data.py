@@ -41,6 +41,10 @@ class HDF5DataLayer(DataLayer):
         try:
             with open(source, encoding="utf-8") as f:
                 names = [line.strip() for line in f if line.strip()]
+        except FileNotFoundError:
+            raise NetError(f"layer '{self.name}': HDF5 source list '{p.source}' not found (looked in the working "
+                           f"directory and next to the net): make one with memnet-make-data, or train with "
+                           "memnet-train, which uses a built-in set when data/train_list.txt is missing") from None
         except OSError as ex:
             raise NetError(f"layer '{self.name}': cannot read HDF5 source list '{p.source}': {ex.strerror}") from None
         if not names:
