@@ -85,6 +85,7 @@ class TwoShards(SingleProcess):
 def reference_solver(iterations: int) -> me.SGDSolver:
     me.set_random_seed(7)
     solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0  # the working directory is the fixtures folder: write nothing there
     solver.coordinator = TwoShards(solver)
     solver.step(iterations)
     return solver

@@ -48,7 +48,8 @@ def test_user_mistakes_are_net_errors_naming_the_layer(text, message):
 
 @pytest.mark.parametrize("data, message", [
     (np.float32(3.0), "must have the same, non-zero number of rows"),
-    (np.array([b"ab", b"cd"]), "cannot read HDF5 file .*conversion"),
+    (np.array([b"ab", b"cd"]), "dataset 'data' in '.*a.h5' is \\|S2; HDF5Data reads float or double datasets"),
+    (np.arange(4, dtype=np.int32), "is int32; HDF5Data reads float or double datasets"),
 ])
 def test_unusable_hdf5_datasets_are_net_errors(tmp_path, data, message):
     with h5py.File(tmp_path / "a.h5", "w") as f:

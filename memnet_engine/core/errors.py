@@ -15,3 +15,7 @@ class NetError(MemnetError):
 
 class WeightsError(MemnetError):
     """A .caffemodel / .solverstate that cannot be read or does not fit the net."""
+
+
+class NonFiniteWeights(WeightsError, UserWarning):
+    """Weights holding NaN or infinite values: a warning naming the layers (an error with ``--strict``)."""

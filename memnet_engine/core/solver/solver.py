@@ -21,10 +21,12 @@ from ..fillers import set_random_seed
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2 as pb
 from ..prototxt import read_net_param
-from ..weights import net_to_proto, write_binary_atomic
+from ..integrity import read_seal
+from ..weights import net_to_proto, sealed_bytes
 from .settings import build_net, check_settings, net_sources, read_solver
-from .signals import signal_handlers
-from .state import read_solver_state, snapshot_filename
+from .signals import DEFAULT_EFFECTS, signal_handlers
+from .snapshot import prune, recover, write_pair
+from .state import check_progress, read_solver_state, snapshot_filename
 
 log = logging.getLogger(__name__)
 f32 = np.float32
@@ -131,6 +133,10 @@ class Solver:
         self._losses: list[np.float32] = []
         self._request: "str | None" = None
         self.coordinator: SingleProcess = SingleProcess()
+        self.signal_effects: dict[str, str] = dict(DEFAULT_EFFECTS)  # signal name -> stop | snapshot | none
+        self.stop_signal: "str | None" = None  # the signal that stopped the run, if one did
+        self.keep_snapshots = 0                # > 0: keep only the newest N snapshot pairs
+        self.last_snapshot: "str | None" = None  # the solverstate written last by this solver
 
     # ------------------------------------------------------------------ construction helpers
     def _train_source(self) -> "str | pb.NetParameter":
@@ -223,9 +229,13 @@ class Solver:
     def solve(self, resume_file: "str | None" = None, handle_signals: bool = True) -> None:
         """Train to ``max_iter`` (Caffe's Solver::Solve), snapshotting at the end.
 
-        With ``handle_signals`` (main thread only) Ctrl-C (SIGINT) snapshots and stops after the
-        current iteration, and SIGHUP snapshots, as ``caffe train`` does; a second Ctrl-C aborts.
+        With ``handle_signals`` (main thread only) the signals of ``signal_effects`` act as
+        ``caffe train``'s -sigint_effect / -sighup_effect: by default SIGINT (Ctrl-C), SIGTERM and
+        SIGUSR1 snapshot and stop after the current iteration, SIGHUP snapshots; a second stopping
+        signal aborts (see ``signals``).
         """
+        if self.coordinator.is_root:
+            recover(self.param.snapshot_prefix)
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
@@ -262,8 +272,8 @@ class Solver:
         """Update the weights from their diffs; returns the learning rate used."""
         raise NotImplementedError
 
-    def snapshot_solver_state(self, path: str, model: str) -> None:
-        """Write the rule's state (iteration, weights file name, history) to ``path``."""
+    def solver_state(self, model: str) -> pb.SolverState:
+        """The rule's state (iteration, the weights file name ``model``, history) to snapshot."""
         raise NotImplementedError
 
     def restore_solver_state(self, state: pb.SolverState, path: str) -> None:
@@ -328,16 +338,20 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> str:
-        """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate``; returns the solverstate path."""
+        """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate`` as a pair (both or neither, see
+        ``snapshot.write_pair``); with ``keep_snapshots`` remove older pairs.  Returns the solverstate path."""
         prefix = self.param.snapshot_prefix
         model = snapshot_filename(prefix, self.iter, ".caffemodel")
-        if not self.coordinator.is_root:  # data-parallel ranks hold the same weights: rank 0 writes them
-            return snapshot_filename(prefix, self.iter, ".solverstate")
-        log.info("Snapshotting to binary proto file %s", model)
-        write_binary_atomic(model, net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         state = snapshot_filename(prefix, self.iter, ".solverstate")
+        if not self.coordinator.is_root:  # data-parallel ranks hold the same weights: rank 0 writes them
+            return state
+        log.info("Snapshotting to binary proto file %s", model)
+        model_bytes = sealed_bytes(net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         log.info("Snapshotting solver state to binary proto file %s", state)
-        self.snapshot_solver_state(state, model)
+        write_pair(model, model_bytes, state, sealed_bytes(self.solver_state(model), read_seal(model_bytes).digest))
+        self.last_snapshot = state
+        for path in prune(prefix, self.keep_snapshots):
+            log.info("Removed %s (--keep-snapshots %d)", path, self.keep_snapshots)
         for hook in self.snapshot_hooks:
             hook(model, state)
         return state
@@ -351,6 +365,7 @@ class Solver:
         path = os.fspath(state_file)
         log.info("Restoring previous solver status from %s", path)
         state = read_solver_state(path)
+        check_progress(state, path, self.param.max_iter)
         self.restore_solver_state(state, path)
         self.iter, self.current_step = int(state.iter), int(state.current_step)
         self.replay_data(self.iter)
