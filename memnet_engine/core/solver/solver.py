@@ -371,16 +371,15 @@ class Solver:
         self.replay_data(self.iter)
 
     def replay_data(self, iterations: int) -> None:
-        """Advance the train and test data layers in the order ``iterations`` iterations consumed them."""
+        """Advance the train and test data layers as ``iterations`` iterations did (each data layer draws from
+        its own generator, so each is advanced on its own, in time independent of ``iterations``)."""
         p = self.param
-        done = 0
-        tests = [t for t in range(0, iterations, p.test_interval) if self._test_due(t)] if self.test_nets else []
-        for t in tests:
-            _skip_batches(self.net, (t - done) * p.iter_size)
-            done = t
-            for net, batches in zip(self.test_nets, p.test_iter):
-                _skip_batches(net, batches)
-        _skip_batches(self.net, (iterations - done) * p.iter_size)
+        _skip_batches(self.net, iterations * p.iter_size)
+        if not self.test_nets or p.test_interval <= 0 or iterations <= 0:
+            return
+        tests = (iterations - 1) // p.test_interval + (1 if p.test_initialization else 0)  # t = 0, interval, ...
+        for net, batches in zip(self.test_nets, p.test_iter):
+            _skip_batches(net, tests * batches)
 
     # ------------------------------------------------------------------ stop / snapshot requests
     def request_stop(self) -> None:
