@@ -350,3 +350,24 @@ def test_eta_leaves_out_start_up_and_the_first_iteration(monkeypatch):
 def test_loss_curve_title_says_what_is_summed():
     net = me.Net(str(GOLDEN_NET), phase=me.TRAIN, weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"))
     assert load_tool().loss_description(net) == "sum of the 3 supervised losses: loss_01, loss_02, loss_3"
+
+
+def test_the_loss_curve_is_redrawn_at_most_every_plot_every_seconds(tmp_path, monkeypatch):
+    tool = load_tool()
+    monkeypatch.chdir(FIXTURES / "solver")
+    solver = me.SGDSolver(str(TINY_SOLVER))
+    (tmp_path / "train.log").write_text("I0101 00:00:00.000000 1 solver.py:1] Iteration 0 (1 iter/s, 1s/1 iters), "
+                                        "loss = 5\n")
+    clock = [100.0]
+    monkeypatch.setattr(tool.time, "monotonic", lambda: clock[0])
+    solver.iter = 1  # resumed at iteration 1: the curve starts from the log's history
+    progress = tool.Progress(solver, str(tmp_path), plot_every=60)
+    drawn = []
+    monkeypatch.setattr(progress.curve, "save_png", lambda *args, **kwargs: drawn.append(clock[0]))
+    for step in range(1, 11):
+        clock[0] = 100.0 + 20 * step  # an iteration every 20 s, a snapshot at each
+        solver.snapshot_hooks and [hook("m", "s") for hook in solver.snapshot_hooks]
+        progress.on_iteration(me.core.solver.IterationStats(step + 1, 1.0, 1.0, 0.1))
+    progress.close()
+    assert drawn == [160.0, 220.0, 280.0]  # not at every snapshot: every 60 s at most
+    assert progress.curve.points[0] == (0.0, 5.0) and len(progress.curve.points) == 11  # the logged history first

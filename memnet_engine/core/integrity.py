@@ -48,12 +48,17 @@ class Unsealed:
     paired: bytes = b""       # the recorded digest of the file written with it (a solverstate's caffemodel)
 
 
-def seal(body: bytes, paired: bytes = b"") -> bytes:
-    """``body`` (a serialised message) preceded by the field holding its SHA-256 (and ``paired``, the
-    digest of the caffemodel a solverstate goes with)."""
+def seal_header(body: bytes, paired: bytes = b"") -> bytes:
+    """The field holding the SHA-256 of ``body`` (a serialised message) and ``paired`` (the digest of the
+    caffemodel a solverstate goes with), to be written before ``body``."""
     if len(paired) not in (0, DIGEST):
         raise ValueError("paired must be a SHA-256 digest")
-    return length_delimited(SEAL_FIELD, SEAL_MAGIC + hashlib.sha256(body).digest() + paired) + body
+    return length_delimited(SEAL_FIELD, SEAL_MAGIC + hashlib.sha256(body).digest() + paired)
+
+
+def seal(body: bytes, paired: bytes = b"") -> bytes:
+    """``body`` preceded by its ``seal_header``."""
+    return seal_header(body, paired) + body
 
 
 def read_seal(raw: bytes) -> "Unsealed | None":

@@ -114,7 +114,8 @@ class NetBudget:
 
     def add(self, layer, tops) -> None:
         """Count ``layer``'s parameters and new tops; a MemnetError names the layer once the total is too big."""
-        for kind, blobs in (("parameter", layer.blobs), ("top", tops)):
+        shares_data = layer.type == "Split"  # its tops share its bottom's data (Caffe's SplitLayer)
+        for kind, blobs in (("parameter", layer.blobs), ("top", [] if shares_data else tops)):
             for blob in blobs:
                 if id(blob) in self._counted:
                     continue
@@ -122,5 +123,6 @@ class NetBudget:
                 self.total += shape_bytes(blob.shape, self.itemsize)
                 problem = _too_big(self.total, self.limit)
                 if problem:
-                    raise NetError(f"net '{self.net_name}', layer '{layer.name}' ({layer.type}): with its {kind} blob "
-                                   f"of shape {blob.shape} the net's blobs need {problem}")
+                    net = f"net '{self.net_name}', " if self.net_name else ""
+                    raise NetError(f"{net}layer '{layer.name}' ({layer.type}): with its {kind} blob of shape "
+                                   f"{blob.shape} the net's blobs need {problem}")

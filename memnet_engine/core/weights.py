@@ -22,7 +22,7 @@ from .atomic import atomic_output
 from .backend import to_numpy
 from .blob import Blob
 from .errors import NonFiniteWeights, WeightsError
-from .integrity import length_delimited, seal, unseal
+from .integrity import length_delimited, seal, seal_header, unseal
 from .memory import human, require
 from .proto import caffe_pb2 as pb
 
@@ -113,8 +113,10 @@ def sealed_bytes(message: Message, paired: bytes = b"") -> bytes:
 
 def write_binary_atomic(path: str, message: Message) -> None:
     """Serialise ``message`` (with its SHA-256) to ``path`` through a temporary file and an atomic rename."""
+    body = message.SerializeToString()
     with atomic_output(path) as f:
-        f.write(sealed_bytes(message))
+        f.write(seal_header(body))
+        f.write(body)
 
 
 def read_caffemodel(path: str) -> pb.NetParameter:

@@ -44,6 +44,7 @@ class HDF5DataLayer(DataLayer):
             raise NetError(f"layer '{self.name}': hdf5_data_param.batch_size must be positive")
         source = resolve(p.source, self.net_dir)
         names = self._read_list(source, p.source)
+        self.list_path = source
         folder = os.path.dirname(os.path.abspath(source))
         self.files = [resolve(name, folder) for name in names]
         self.datasets = [self.param.top[i] for i in range(len(tops))]
@@ -82,7 +83,9 @@ class HDF5DataLayer(DataLayer):
     def _describe(self, path: str) -> str:
         """``path`` for a message, unless the list line does not look like an HDF5 file name (a list that is
         really some other file would otherwise have its lines echoed)."""
-        return repr(path) if path.lower().endswith(HDF5_EXTENSIONS) else "(a line of the list that is not an .h5 name)"
+        if path.lower().endswith(HDF5_EXTENSIONS):
+            return repr(path)
+        return f"(line {self.files.index(path) + 1} of {self.list_path}, not shown: not an .h5 name)"
 
     def _shapes(self, path: str) -> list[tuple[int, ...]]:
         """The shapes of the datasets in ``path``, read from its metadata once (no data is read)."""

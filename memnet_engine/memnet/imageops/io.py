@@ -23,8 +23,7 @@ from ...core.errors import MemnetError
 MAX_PIXELS = 2**27
 PIXEL_LIMIT_VARIABLE = "MEMNET_MAX_PIXELS"
 # what Pillow raises on a malformed file besides OSError (struct.error, EOFError: short reads in its parsers)
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError, struct.error,
-                 Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError, struct.error)
 
 
 class ImageTooLarge(MemnetError):
