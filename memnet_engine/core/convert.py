@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Iterable
 
@@ -126,7 +127,7 @@ def _check_npy_header(archive: zipfile.ZipFile, member_name: str, key: str, path
 def _read_member(npz, key: str, path: str) -> np.ndarray:
     try:
         return npz[key]
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as ex:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as ex:
         raise WeightsError(f"{path}: array '{key}' is truncated or corrupt: {ex}") from None
 
 
