@@ -2,20 +2,31 @@
 
 Weights have shape (num_output, channels / group, kernel_h, kernel_w); bias (num_output,).
 A 1x1 convolution with stride 1 and no padding is a plain GEMM on the input (no im2col).
-The column buffer is made per call and dropped: backward rebuilds it from the bottom, as
-Caffe does, so no layer keeps one alive.
+Column matrices live in the net's workspace (core/workspace.py), reused by every layer and
+iteration; backward rebuilds them from the bottom, as Caffe does, so no layer keeps one alive.
 
-On the GPU the columns are channel-major, (C * kh * kw, N * Ho * Wo) (see kernels/im2col.cu), so
-each group is ONE cuBLAS GEMM over the whole batch; outputs come back to NCHW with the bias add
-fused into that copy.  With one image (inference) the input of a pointwise convolution is already
-its column matrix and the GEMM writes the output in place: no copies at all.
+CPU (NumPy + SciPy's BLAS, core/blas.py): the output positions are cut into chunks whose column
+matrix fits ``CPU_COLUMN_BYTES`` (cache-sized): a whole batch of small images is one chunk, in
+the channel-major layout (C * kh * kw, images * Ho * Wo), i.e. ONE GEMM per group over the batch,
+with a transpose to NCHW that adds the bias; a large image is cut into bands of output rows, each
+GEMM writing its band of the NCHW output in place (bias pre-filled, beta = 1).  im2col / col2im
+copy between the image and the columns tap by tap with the padding clipped away (no padded copy).
+Weight and bias gradients accumulate inside the GEMMs (beta = 1; the bias as a product with ones).
+Tops and bottom diffs are written into the blobs' own arrays: steady-state steps allocate nothing.
+
+GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
+and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
+directly (core/cuda/gemm.py): no layout copies.  A pointwise convolution multiplies the NCHW
+input itself.  The weight gradient sums per-image products with one more GEMM (by ones).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cuda import copy as layout
-from ..cuda.gemm import gemm
+import numpy as np
+
+from .. import blas
+from ..cuda import gemm as cublas
 from ..cuda.im2col import col2im as col2im_gpu
 from ..cuda.im2col import im2col as im2col_gpu
 from ..cuda.loader import contiguous, view
@@ -24,6 +35,12 @@ from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
+from ..workspace import Workspace
+
+# Most bytes of one chunk's column matrix: the CPU keeps it in cache between im2col and the GEMM;
+# the GPU cuts larger batches into groups of images.
+CPU_COLUMN_BYTES = 16 << 20
+GPU_COLUMN_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -74,37 +91,78 @@ class ConvGeometry:
         return self.kernel == (1, 1) and self.pad == (0, 0) and self.stride == (1, 1)
 
 
-def im2col(xp, x, g: ConvGeometry, out_hw: tuple[int, int]):
-    """(N, C, H, W) -> columns (N, C * kh * kw, Ho * Wo), in Caffe's (c, i, j) row order."""
+def _tap_range(offset: int, stride: int, size: int, begin: int, end: int) -> tuple[int, int]:
+    """Output indices o in [begin, end) whose input index o * stride + offset lies in [0, size)."""
+    first = max(begin, -(offset // stride))
+    return first, max(first, min(end, (size - 1 - offset) // stride + 1))
+
+
+def _taps(g: ConvGeometry, hw: tuple[int, int], out_w: int, rows: tuple[int, int]):
+    """Per kernel tap (i, j): its valid output rows and columns, and the input slices they read.
+
+    Yields (i, j, (row range, column range) relative to the chunk's first row, (input rows, input columns)).
+    """
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = g.kernel, g.pad, g.stride, g.dilation
+    for i in range(kh):
+        oh0, oh1 = _tap_range(i * dh - ph, sh, hw[0], *rows)
+        for j in range(kw):
+            ow0, ow1 = _tap_range(j * dw - pw, sw, hw[1], 0, out_w)
+            h0, w0 = oh0 * sh - ph + i * dh, ow0 * sw - pw + j * dw
+            source = (slice(h0, h0 + (oh1 - oh0 - 1) * sh + 1, sh), slice(w0, w0 + (ow1 - ow0 - 1) * sw + 1, sw))
+            yield i, j, ((oh0 - rows[0], oh1 - rows[0]), (ow0, ow1)), source
+
+
+def im2col(x: np.ndarray, g: ConvGeometry, out_hw: tuple[int, int], rows: "tuple[int, int] | None" = None,
+           out: "np.ndarray | None" = None) -> np.ndarray:
+    """(N, C, H, W) -> channel-major columns (C * kh * kw, N * R * Wo) of output rows [r0, r1) (default all).
+
+    Row (c, i, j), column (n, oh - r0, ow), as Caffe orders them; 0 where a tap falls in the padding.
+    Written into ``out`` when given.
+    """
     n, c, h, w = x.shape
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = g.kernel, g.pad, g.stride, g.dilation
-    ho, wo = out_hw
-    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    col = xp.empty((n, c, kh, kw, ho, wo), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            col[:, :, i, j] = padded[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                                     j * dw: j * dw + sw * (wo - 1) + 1: sw]
-    return col.reshape(n, c * kh * kw, ho * wo)
+    (kh, kw), out_w = g.kernel, out_hw[1]
+    rows = (0, out_hw[0]) if rows is None else rows
+    r = rows[1] - rows[0]
+    if out is None:
+        out = np.empty((c * kh * kw, n * r * out_w), x.dtype)
+    col = out.reshape(c, kh, kw, n, r, out_w)
+    images = x.transpose(1, 0, 2, 3)  # (C, N, H, W) view
+    for i, j, ((a, b), (p, q)), (hs, ws) in _taps(g, (h, w), out_w, rows):
+        tap = col[:, i, j]
+        tap[:, :, :a] = 0
+        tap[:, :, b:] = 0
+        tap[:, :, a:b, :p] = 0
+        tap[:, :, a:b, q:] = 0
+        if a < b and p < q:  # (an empty tap's input slices are not empty: they may wrap around)
+            tap[:, :, a:b, p:q] = images[:, :, hs, ws]
+    return out
 
 
-def col2im(xp, col, shape: tuple[int, ...], g: ConvGeometry, out_hw: tuple[int, int]):
-    """Adjoint of im2col: scatter-add columns back into an (N, C, H, W) array."""
-    n, c, h, w = shape
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = g.kernel, g.pad, g.stride, g.dilation
-    ho, wo = out_hw
-    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), col.dtype)
-    col6 = col.reshape(n, c, kh, kw, ho, wo)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw] += col6[:, :, i, j]
-    return padded[:, :, ph: ph + h, pw: pw + w]
+def col2im_add(col: np.ndarray, x: np.ndarray, g: ConvGeometry, out_hw: tuple[int, int],
+               rows: "tuple[int, int] | None" = None) -> None:
+    """Adjoint of ``im2col``: add the columns of output rows [r0, r1) into the (N, C, H, W) array ``x``."""
+    n, c, h, w = x.shape
+    (kh, kw), out_w = g.kernel, out_hw[1]
+    rows = (0, out_hw[0]) if rows is None else rows
+    col = col.reshape(c, kh, kw, n, rows[1] - rows[0], out_w)
+    images = x.transpose(1, 0, 2, 3)
+    for i, j, ((a, b), (p, q)), (hs, ws) in _taps(g, (h, w), out_w, rows):
+        if a < b and p < q:
+            images[:, :, hs, ws] += col[:, i, j, :, a:b, p:q]
+
+
+def _group(matrix, g: int, groups: int):
+    """Rows of group ``g`` of a matrix (or batch of matrices) whose rows split evenly among the groups."""
+    rows = matrix.shape[-2] // groups
+    return matrix[..., g * rows:(g + 1) * rows, :]
 
 
 @register("Convolution")
 class ConvolutionLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
+    # Scratch memory and GEMM precision: the net's (Net sets it), or the layer's own when used alone.
+    workspace: "Workspace | None" = None
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.convolution_param
@@ -136,104 +194,192 @@ class ConvolutionLayer(Layer):
             raise NetError(f"layer '{self.name}': input {h}x{w} is smaller than the kernel")
         tops[0].reshape((n, self.num_output) + self.out_hw)
 
-    def _columns(self, x):
-        """(N, group, C/group * kh * kw, Ho * Wo) view or buffer of the input."""
-        n = x.shape[0]
-        if self.geometry.is_pointwise:
-            col = x.reshape(n, x.shape[1], -1)
-        else:
-            col = im2col(self.xp, x, self.geometry, self.out_hw)
-        return col.reshape(n, self.group, -1, col.shape[-1])
+    # ------------------------------------------------------------------ shared
+    @property
+    def _scratch(self) -> Workspace:
+        if self.workspace is None:
+            self.workspace = Workspace(self.device)
+        return self.workspace
 
-    def _weights(self):
-        w = self.blobs[0].data
-        return w.reshape(self.group, self.num_output // self.group, -1)
+    @property
+    def _column_rows(self) -> int:
+        """Rows of the column matrix: C * kh * kw."""
+        return self.blobs[0].count_range(1) * self.group
+
+    def _weights(self, array):
+        """Weights (or their diff) as the (num_output, C / group * kh * kw) matrix, a view."""
+        return view(array, (self.num_output, -1))
+
+    def _gemm(self, gemm, a, b, out, **options) -> None:
+        """One product per group: rows of a, b and out split evenly among the groups."""
+        for g in range(self.group):
+            gemm(_group(a, g, self.group), _group(b, g, self.group), _group(out, g, self.group), **options)
+
+    # ------------------------------------------------------------------ CPU
+    def _cpu_chunks(self, num: int) -> list[tuple[int, int, int, int]]:
+        """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each, whose columns fit CPU_COLUMN_BYTES.
+
+        Several images only when whole images fit (their outputs are then staged channel-major).
+        """
+        out_h, out_w = self.out_hw
+        rows = max(1, CPU_COLUMN_BYTES // (out_w * self._column_rows * self.dtype.itemsize))
+        images = min(num, rows // out_h)
+        if images > 1 and not self.geometry.is_pointwise:
+            return [(n, min(n + images, num), 0, out_h) for n in range(0, num, images)]
+        rows = min(rows, out_h)
+        return [(n, n + 1, r, min(r + rows, out_h)) for n in range(num) for r in range(0, out_h, rows)]
+
+    def _cpu_columns(self, x, chunk):
+        """Column matrix (C * kh * kw, positions) of a chunk: a view of the input for a pointwise convolution."""
+        n0, n1, r0, r1 = chunk
+        if self.geometry.is_pointwise:
+            width = x.shape[3]
+            return x[n0].reshape(x.shape[1], -1)[:, r0 * width:r1 * width]
+        shape = (self._column_rows, (n1 - n0) * (r1 - r0) * self.out_hw[1])
+        return im2col(x[n0:n1], self.geometry, self.out_hw, (r0, r1), self._scratch.array("columns", shape, self.dtype))
+
+    def _nchw_band(self, array, chunk):
+        """Output positions of a one-image chunk in an (N, channels, Ho, Wo) array: (channels, positions) view."""
+        n0, _, r0, r1 = chunk
+        width = array.shape[3]
+        return array[n0].reshape(array.shape[1], -1)[:, r0 * width:r1 * width]
+
+    def _own_array(self, blob, current, other):
+        """``current`` (a blob's array) to write into, or a new one where it would overwrite ``other``."""
+        if np.may_share_memory(current, other):
+            current = np.empty(blob.shape, self.dtype)
+        return current
 
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        y = self.xp.matmul(self._weights(), self._columns(x))
-        y = y.reshape(tops[0].shape)
-        if len(self.blobs) > 1:
-            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+        y = self._own_array(tops[0], tops[0].data, x)
+        weights = self._weights(self.blobs[0].data)
+        bias = self.blobs[1].data if len(self.blobs) > 1 else None
+        spatial = self.out_hw[0] * self.out_hw[1]
+        for chunk in self._cpu_chunks(x.shape[0]):
+            columns = self._cpu_columns(x, chunk)
+            n0, n1 = chunk[:2]
+            if n1 - n0 == 1:  # the GEMM writes the output band in place
+                band = self._nchw_band(y, chunk)
+                if bias is not None:
+                    np.copyto(band, bias.reshape(-1, 1))
+                self._gemm(blas.gemm, weights, columns, band, beta=1.0 if bias is not None else 0.0)
+                continue
+            staged = self._scratch.array("conv_out", (self.num_output, columns.shape[1]), self.dtype)
+            self._gemm(blas.gemm, weights, columns, staged)
+            images = staged.reshape(self.num_output, n1 - n0, spatial).transpose(1, 0, 2)
+            out = y[n0:n1].reshape(n1 - n0, self.num_output, spatial)
+            if bias is None:
+                np.copyto(out, images)
+            else:
+                np.add(images, bias.reshape(1, -1, 1), out=out)
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        xp = self.xp
-        n = tops[0].shape[0]
-        dy = tops[0].diff.reshape(n, self.group, self.num_output // self.group, -1)
-        if len(self.blobs) > 1 and self.param_propagate_down[1]:
-            self.blobs[1].diff += dy.sum(axis=(0, 3)).reshape(-1)
-        if self.param_propagate_down[0]:
-            col = self._columns(bottoms[0].data)
-            grad = xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0)
-            self.blobs[0].diff += grad.reshape(self.blobs[0].shape)
-        if propagate_down[0]:
-            dcol = xp.matmul(self._weights().transpose(0, 2, 1), dy)
-            shape = bottoms[0].shape
-            if self.geometry.is_pointwise:
-                bottoms[0].diff = dcol.reshape(shape)
+        want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
+        want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
+        if not (want_bias or want_weights or want_input):
+            return
+        x, dy = bottoms[0].data, tops[0].diff
+        dx = self._own_array(bottoms[0], bottoms[0].diff, dy) if want_input else None
+        if want_input and not self.geometry.is_pointwise:
+            dx.fill(0)  # col2im adds every chunk's columns
+        spatial = self.out_hw[0] * self.out_hw[1]
+        for chunk in self._cpu_chunks(x.shape[0]):
+            n0, n1, r0, r1 = chunk
+            if n1 - n0 == 1:
+                dy_chunk = self._nchw_band(dy, chunk)
             else:
-                bottoms[0].diff = col2im(xp, dcol.reshape(n, -1, dcol.shape[-1]), shape, self.geometry, self.out_hw)
+                dy_chunk = self._scratch.array("conv_out", (self.num_output, (n1 - n0) * spatial), self.dtype)
+                np.copyto(dy_chunk.reshape(self.num_output, n1 - n0, spatial),
+                          dy[n0:n1].reshape(n1 - n0, self.num_output, spatial).transpose(1, 0, 2))
+            positions = dy_chunk.shape[1]
+            if want_bias:
+                ones = self._scratch.ones(positions, self.dtype).reshape(-1, 1)
+                blas.gemm(dy_chunk, ones, view(self.blobs[1].diff, (-1, 1)), beta=1.0)
+            if want_weights:
+                self._gemm(blas.gemm, dy_chunk, self._cpu_columns(x, chunk), self._weights(self.blobs[0].diff),
+                           trans_b=True, beta=1.0)
+            if not want_input:
+                continue
+            weights = self._weights(self.blobs[0].data)
+            if self.geometry.is_pointwise:
+                self._gemm(blas.gemm, weights, dy_chunk, self._nchw_band(dx, chunk), trans_a=True)
+                continue
+            dcol = self._scratch.array("columns", (self._column_rows, positions), self.dtype)
+            self._gemm(blas.gemm, weights, dy_chunk, dcol, trans_a=True)
+            col2im_add(dcol, dx[n0:n1], self.geometry, self.out_hw, (r0, r1))
+        if want_input:
+            bottoms[0].diff = dx
 
     # ------------------------------------------------------------------ GPU
-    def _gpu_columns(self, x):
-        """Channel-major columns (C * kh * kw, N * Ho * Wo) of the input."""
-        if not self.geometry.is_pointwise:
-            return im2col_gpu(x, self.geometry, self.out_hw)
-        n, c = x.shape[:2]
-        return contiguous(x).reshape(c, -1) if n == 1 else layout.to_channel_major(x)
+    def _gpu_chunks(self, num: int) -> list[tuple[int, int]]:
+        """Image ranges [n0, n1) whose columns fit GPU_COLUMN_BYTES (at least one image each)."""
+        if self.geometry.is_pointwise:
+            return [(0, num)]
+        per_image = self._column_rows * self.out_hw[0] * self.out_hw[1] * self.dtype.itemsize
+        step = max(1, GPU_COLUMN_BYTES // per_image)
+        return [(n, min(n + step, num)) for n in range(0, num, step)]
 
-    def _group_rows(self, matrix, g: int):
-        """Rows of group ``g`` of a matrix whose rows split evenly among the groups."""
-        rows = matrix.shape[0] // self.group
-        return matrix[g * rows:(g + 1) * rows]
+    def _gpu_columns(self, x):
+        """Image-major columns (n, C * kh * kw, Ho * Wo) of images ``x``: the input itself when pointwise."""
+        n = x.shape[0]
+        if self.geometry.is_pointwise:
+            return x.reshape(n, x.shape[1], -1)
+        columns = self._scratch.array("columns", (n, self._column_rows, self.out_hw[0] * self.out_hw[1]), self.dtype)
+        im2col_gpu(x, self.geometry, self.out_hw, columns)
+        return columns
+
+    def _cublas(self, a, b, out, **options) -> None:
+        self._gemm(cublas.gemm, a, b, out, math=self._scratch.math, **options)
 
     def forward_gpu(self, bottoms, tops) -> None:
-        x = bottoms[0].data
+        x = contiguous(bottoms[0].data)
         n, spatial = x.shape[0], self.out_hw[0] * self.out_hw[1]
-        col = self._gpu_columns(x)
-        weights = view(self.blobs[0].data, (self.num_output, -1))
-        bias = self.blobs[1].data if len(self.blobs) > 1 else None
-        if n == 1:  # channel-major output is already NCHW
-            y = self.xp.empty(tops[0].shape, self.dtype)
-            y_cm = y.reshape(self.num_output, spatial)
-        else:
-            y_cm = self.xp.empty((self.num_output, n * spatial), self.dtype)
-        for g in range(self.group):
-            gemm(self._group_rows(weights, g), self._group_rows(col, g), self._group_rows(y_cm, g))
-        del col
-        if n == 1:
-            if bias is not None:
-                scale_bias(y, (1, self.num_output, spatial), bias=bias, out=y)
-        else:
-            y = layout.from_channel_major(y_cm, tops[0].shape, bias)
+        y = self.xp.empty(tops[0].shape, self.dtype)
+        out = y.reshape(n, self.num_output, spatial)
+        weights = self._weights(self.blobs[0].data)
+        for n0, n1 in self._gpu_chunks(n):
+            self._cublas(weights, self._gpu_columns(x[n0:n1]), out[n0:n1])
+        if len(self.blobs) > 1:
+            scale_bias(y, (n, self.num_output, spatial), bias=self.blobs[1].data, out=y)
         tops[0].data = y
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
-        dy = tops[0].diff
+        dy = contiguous(tops[0].diff)
         n, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
         if len(self.blobs) > 1 and self.param_propagate_down[1]:
             finish(partial_sums(dy, (n, self.num_output, spatial))[0], view(self.blobs[1].diff, -1), beta=1.0)
-        if not (self.param_propagate_down[0] or propagate_down[0]):
+        want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
+        if not (want_weights or want_input):
             return
-        dy_cm = contiguous(dy).reshape(self.num_output, -1) if n == 1 else layout.to_channel_major(dy)
-        if self.param_propagate_down[0]:
-            col = self._gpu_columns(bottoms[0].data)
-            dw = view(self.blobs[0].diff, (self.num_output, -1))
-            for g in range(self.group):
-                gemm(self._group_rows(dy_cm, g), self._group_rows(col, g), self._group_rows(dw, g),
-                     trans_b=True, beta=1.0)
-            del col
-        if propagate_down[0]:
-            weights = view(self.blobs[0].data, (self.num_output, -1))
-            dcol = self.xp.empty((weights.shape[1] * self.group, n * spatial), self.dtype)
-            for g in range(self.group):
-                gemm(self._group_rows(weights, g), self._group_rows(dy_cm, g), self._group_rows(dcol, g),
-                     trans_a=True)
-            shape = bottoms[0].shape
-            if not self.geometry.is_pointwise:
-                bottoms[0].diff = col2im_gpu(dcol, shape, self.geometry, self.out_hw)
-            elif n == 1:
-                bottoms[0].diff = dcol.reshape(shape)
-            else:
-                bottoms[0].diff = layout.from_channel_major(dcol, shape)
+        x = contiguous(bottoms[0].data)
+        dy = dy.reshape(n, self.num_output, spatial)
+        dx = self.xp.empty(bottoms[0].shape, self.dtype) if want_input else None
+        weights = self._weights(self.blobs[0].data)
+        for n0, n1 in self._gpu_chunks(n):
+            if want_weights:
+                self._weight_gradient_gpu(dy[n0:n1], self._gpu_columns(x[n0:n1]))
+            if not want_input:
+                continue
+            if self.geometry.is_pointwise:
+                self._cublas(weights, dy[n0:n1], dx[n0:n1].reshape(n1 - n0, dx.shape[1], spatial), trans_a=True)
+                continue
+            dcol = self._scratch.array("columns", (n1 - n0, self._column_rows, spatial), self.dtype)
+            self._cublas(weights, dy[n0:n1], dcol, trans_a=True)
+            col2im_gpu(dcol, self.geometry, self.out_hw, dx[n0:n1])
+        if want_input:
+            bottoms[0].diff = dx
+
+    def _weight_gradient_gpu(self, dy, columns) -> None:
+        """dW += sum over images of dy[n] @ columns[n]^T: per-image products, then one GEMM by ones."""
+        dw = self._weights(self.blobs[0].diff)
+        num = dy.shape[0]
+        if num == 1:
+            self._cublas(dy[0], columns[0], dw, trans_b=True, beta=1.0)
+            return
+        partial = self._scratch.array("weight_partials", (num,) + dw.shape, self.dtype)
+        self._cublas(dy, columns, partial, trans_b=True)
+        # The sum is memory-bound: strict float32 whatever the math mode.
+        cublas.gemm(self._scratch.ones(num, self.dtype).reshape(1, num), partial.reshape(num, -1),
+                    view(dw, (1, -1)), beta=1.0)
