@@ -22,6 +22,7 @@ CONFIGS = {
     "rect_2x3_pad_dilation": ("kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 2 stride_h: 2 stride_w: 1 dilation: 2", (2, 2, 6, 7), 3),
     "single_image": ("kernel_size: 3 pad: 1", (1, 3, 4, 6), 2),
     "taps_wholly_in_padding": ("kernel_size: 3 pad: 3 stride: 2", (2, 2, 4, 5), 2),
+    "pad_beyond_kernel": ("kernel_size: 3 pad: 3", (2, 2, 4, 3), 2),  # its transposed convolution crops
 }
 
 
@@ -107,7 +108,7 @@ def test_fillers_follow_caffe_scales(make_layer):
 
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "stride_group_dilation", "rect_2x3_pad_dilation", "1x1_group2",
-                                  "taps_wholly_in_padding"])
+                                  "taps_wholly_in_padding", "dilation2", "pad_beyond_kernel"])
 @pytest.mark.parametrize("bands", [True, False], ids=["row_bands", "image_groups"])
 def test_chunked_cpu_path_matches_and_passes_gradient_checks(make_layer, monkeypatch, name, bands) -> None:
     """A tiny column budget cuts outputs into one-row bands (written in place) or groups of whole images
@@ -128,7 +129,7 @@ def test_chunked_cpu_path_matches_and_passes_gradient_checks(make_layer, monkeyp
     whole = run()
     image_bytes = layer._column_rows * layer.out_hw[0] * layer.out_hw[1] * 8
     monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 1 if bands else 2 * image_bytes)
-    chunks = layer._cpu_chunks(shape[0])
+    chunks = layer._cpu_chunks(shape[0], layer.out_hw, layer._column_rows, layer.geometry.is_pointwise)
     if bands:
         assert all(n1 - n0 == 1 and r1 - r0 == 1 for n0, n1, r0, r1 in chunks)
     elif not layer.geometry.is_pointwise:
@@ -168,8 +169,7 @@ def _conv_net(channels: int, batch: int, size: int, dtype=np.float32) -> me.Net:
 @pytest.mark.parametrize("batch, size, bands", [(4, 64, False), (1, 128, True)], ids=["one_batch_gemm", "row_bands"])
 def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, bands) -> None:
     """After a first step, forward + backward of the convolutions allocate no buffer: tops, bottom diffs and
-    scratch columns are reused, so traced memory does not grow and peaks far below one activation (1 MiB):
-    only NumPy's fixed-size ufunc buffers (8192 elements per operand) come and go."""
+    scratch columns are reused, so traced memory does not grow and peaks far below one activation (1 MiB)."""
     if bands:
         monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 256 * 1024)
     net = _conv_net(channels=16, batch=batch, size=size)
@@ -183,7 +183,9 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
 
     net.forward_backward()
     conv_step()
-    assert all((n1 - n0 == 1) == bands for n0, n1, _, _ in net.layers[first]._cpu_chunks(batch))
+    layer = net.layers[first]
+    chunks = layer._cpu_chunks(batch, layer.out_hw, layer._column_rows, False)
+    assert all((n1 - n0 == 1) == bands for n0, n1, _, _ in chunks)
     workspace = net.workspace.nbytes
     assert workspace > 0
     tracemalloc.start()
@@ -196,6 +198,6 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
         tracemalloc.stop()
     assert current - before < 64 * 1024, f"traced memory grew by {current - before} bytes"  # Python free lists
     assert activation_bytes == 1 << 20
-    assert peak - before < 256 * 1024, f"a step peaked {peak - before} bytes higher"
+    assert peak - before < 64 * 1024, f"a step peaked {peak - before} bytes higher"
     assert net.workspace.nbytes == workspace
     assert np.isfinite(net.blobs["c0"].diff).all() and np.abs(net.params["c0"][0].diff).sum() > 0

@@ -12,7 +12,9 @@ with a transpose to NCHW that adds the bias; a large image is cut into bands of 
 GEMM writing its band of the NCHW output in place (bias pre-filled, beta = 1).  im2col / col2im
 copy between the image and the columns tap by tap with the padding clipped away (no padded copy).
 Weight and bias gradients accumulate inside the GEMMs (beta = 1; the bias as a product with ones).
-Tops and bottom diffs are written into the blobs' own arrays: steady-state steps allocate nothing.
+With stride 1 the bottom diff is itself a convolution (of the top diff with the kernels turned by
+180 degrees), computed the same way, so no col2im scatter-add is needed.  Tops and bottom diffs
+are written into the blobs' own arrays: steady-state steps allocate nothing.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
@@ -151,6 +153,13 @@ def col2im_add(col: np.ndarray, x: np.ndarray, g: ConvGeometry, out_hw: tuple[in
             images[:, :, hs, ws] += col[:, i, j, :, a:b, p:q]
 
 
+def _band(array, chunk: tuple[int, int, int, int]):
+    """Positions of a one-image chunk (n0, n1, r0, r1) in an (N, channels, H, W) array: a (channels, positions) view."""
+    n0, _, r0, r1 = chunk
+    width = array.shape[3]
+    return array[n0].reshape(array.shape[1], -1)[:, r0 * width:r1 * width]
+
+
 def _group(matrix, g: int, groups: int):
     """Rows of group ``g`` of a matrix (or batch of matrices) whose rows split evenly among the groups."""
     rows = matrix.shape[-2] // groups
@@ -216,99 +225,103 @@ class ConvolutionLayer(Layer):
             gemm(_group(a, g, self.group), _group(b, g, self.group), _group(out, g, self.group), **options)
 
     # ------------------------------------------------------------------ CPU
-    def _cpu_chunks(self, num: int) -> list[tuple[int, int, int, int]]:
+    def _cpu_chunks(self, num: int, out_hw: tuple[int, int], column_rows: int,
+                    pointwise: bool) -> list[tuple[int, int, int, int]]:
         """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each, whose columns fit CPU_COLUMN_BYTES.
 
         Several images only when whole images fit (their outputs are then staged channel-major).
         """
-        out_h, out_w = self.out_hw
-        rows = max(1, CPU_COLUMN_BYTES // (out_w * self._column_rows * self.dtype.itemsize))
+        out_h, out_w = out_hw
+        rows = max(1, CPU_COLUMN_BYTES // (out_w * column_rows * self.dtype.itemsize))
         images = min(num, rows // out_h)
-        if images > 1 and not self.geometry.is_pointwise:
+        if images > 1 and not pointwise:
             return [(n, min(n + images, num), 0, out_h) for n in range(0, num, images)]
         rows = min(rows, out_h)
         return [(n, n + 1, r, min(r + rows, out_h)) for n in range(num) for r in range(0, out_h, rows)]
 
-    def _cpu_columns(self, x, chunk):
-        """Column matrix (C * kh * kw, positions) of a chunk: a view of the input for a pointwise convolution."""
+    def _cpu_columns(self, x, chunk, geometry: ConvGeometry, out_hw: tuple[int, int], column_rows: int):
+        """Column matrix (column_rows, positions) of a chunk: a view of the input when pointwise."""
+        if geometry.is_pointwise:
+            return _band(x, chunk)
         n0, n1, r0, r1 = chunk
-        if self.geometry.is_pointwise:
-            width = x.shape[3]
-            return x[n0].reshape(x.shape[1], -1)[:, r0 * width:r1 * width]
-        shape = (self._column_rows, (n1 - n0) * (r1 - r0) * self.out_hw[1])
-        return im2col(x[n0:n1], self.geometry, self.out_hw, (r0, r1), self._scratch.array("columns", shape, self.dtype))
+        shape = (column_rows, (n1 - n0) * (r1 - r0) * out_hw[1])
+        return im2col(x[n0:n1], geometry, out_hw, (r0, r1), self._scratch.array("columns", shape, self.dtype))
 
-    def _nchw_band(self, array, chunk):
-        """Output positions of a one-image chunk in an (N, channels, Ho, Wo) array: (channels, positions) view."""
-        n0, _, r0, r1 = chunk
-        width = array.shape[3]
-        return array[n0].reshape(array.shape[1], -1)[:, r0 * width:r1 * width]
+    def _convolve_cpu(self, x, weights, geometry: ConvGeometry, out, bias=None) -> None:
+        """out (N, O, Ho, Wo) = x (N, I, H, W) convolved with ``weights`` (O, I / group * kh * kw), + bias."""
+        num, channels, out_h, out_w = out.shape
+        column_rows, spatial = weights.shape[1] * self.group, out_h * out_w
+        for chunk in self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise):
+            columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows)
+            n0, n1 = chunk[:2]
+            # One image: the GEMM writes its band of the output in place; several: stage channel-major.
+            target = _band(out, chunk) if n1 - n0 == 1 else \
+                self._scratch.array("conv_out", (channels, columns.shape[1]), self.dtype)
+            if bias is not None:
+                np.copyto(target, bias.reshape(-1, 1))
+            self._gemm(blas.gemm, weights, columns, target, beta=0.0 if bias is None else 1.0)
+            if n1 - n0 > 1:
+                staged = target.reshape(channels, n1 - n0, spatial)
+                for i in range(n1 - n0):  # image by image: 2-D copies, no NumPy ufunc buffers
+                    np.copyto(out[n0 + i].reshape(channels, spatial), staged[:, i])
 
-    def _own_array(self, blob, current, other):
-        """``current`` (a blob's array) to write into, or a new one where it would overwrite ``other``."""
-        if np.may_share_memory(current, other):
+    def _transposed(self) -> "tuple[np.ndarray, ConvGeometry]":
+        """The stride-1 convolution of the top diff that gives the bottom diff: its weights
+        (C, num_output / group * kh * kw), the kernels turned by 180 degrees, and its geometry."""
+        (kh, kw), (ph, pw), (dh, dw) = self.geometry.kernel, self.geometry.pad, self.geometry.dilation
+        w = self.blobs[0].data
+        per_group, channels = self.num_output // self.group, w.shape[1]
+        flipped = self._scratch.array("flipped_weights", (self.group * channels, per_group * kh * kw), self.dtype)
+        np.copyto(flipped.reshape(self.group, channels, per_group, kh, kw),
+                  w.reshape(self.group, per_group, channels, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4))
+        return flipped, ConvGeometry((kh, kw), (dh * (kh - 1) - ph, dw * (kw - 1) - pw), (1, 1), (dh, dw))
+
+    def _own_array(self, blob, current, *others):
+        """``current`` (a blob's array) to write into, or a new one where it would overwrite one of ``others``."""
+        if any(np.may_share_memory(current, other) for other in others):
             current = np.empty(blob.shape, self.dtype)
         return current
 
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
         y = self._own_array(tops[0], tops[0].data, x)
-        weights = self._weights(self.blobs[0].data)
-        bias = self.blobs[1].data if len(self.blobs) > 1 else None
-        spatial = self.out_hw[0] * self.out_hw[1]
-        for chunk in self._cpu_chunks(x.shape[0]):
-            columns = self._cpu_columns(x, chunk)
-            n0, n1 = chunk[:2]
-            if n1 - n0 == 1:  # the GEMM writes the output band in place
-                band = self._nchw_band(y, chunk)
-                if bias is not None:
-                    np.copyto(band, bias.reshape(-1, 1))
-                self._gemm(blas.gemm, weights, columns, band, beta=1.0 if bias is not None else 0.0)
-                continue
-            staged = self._scratch.array("conv_out", (self.num_output, columns.shape[1]), self.dtype)
-            self._gemm(blas.gemm, weights, columns, staged)
-            images = staged.reshape(self.num_output, n1 - n0, spatial).transpose(1, 0, 2)
-            out = y[n0:n1].reshape(n1 - n0, self.num_output, spatial)
-            if bias is None:
-                np.copyto(out, images)
-            else:
-                np.add(images, bias.reshape(1, -1, 1), out=out)
+        self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y,
+                           self.blobs[1].data if len(self.blobs) > 1 else None)
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        """Bias and weight gradients accumulate chunk by chunk in GEMMs (beta = 1); the bottom diff is a
+        convolution of the top diff (stride 1) or the columns' product scattered back by col2im."""
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
-        if not (want_bias or want_weights or want_input):
-            return
         x, dy = bottoms[0].data, tops[0].diff
-        dx = self._own_array(bottoms[0], bottoms[0].diff, dy) if want_input else None
-        if want_input and not self.geometry.is_pointwise:
+        dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if want_input else None
+        scatter = want_input and self.geometry.stride != (1, 1)
+        if scatter:
             dx.fill(0)  # col2im adds every chunk's columns
-        spatial = self.out_hw[0] * self.out_hw[1]
-        for chunk in self._cpu_chunks(x.shape[0]):
-            n0, n1, r0, r1 = chunk
-            if n1 - n0 == 1:
-                dy_chunk = self._nchw_band(dy, chunk)
-            else:
-                dy_chunk = self._scratch.array("conv_out", (self.num_output, (n1 - n0) * spatial), self.dtype)
-                np.copyto(dy_chunk.reshape(self.num_output, n1 - n0, spatial),
-                          dy[n0:n1].reshape(n1 - n0, self.num_output, spatial).transpose(1, 0, 2))
-            positions = dy_chunk.shape[1]
-            if want_bias:
-                ones = self._scratch.ones(positions, self.dtype).reshape(-1, 1)
-                blas.gemm(dy_chunk, ones, view(self.blobs[1].diff, (-1, 1)), beta=1.0)
-            if want_weights:
-                self._gemm(blas.gemm, dy_chunk, self._cpu_columns(x, chunk), self._weights(self.blobs[0].diff),
-                           trans_b=True, beta=1.0)
-            if not want_input:
-                continue
-            weights = self._weights(self.blobs[0].data)
-            if self.geometry.is_pointwise:
-                self._gemm(blas.gemm, weights, dy_chunk, self._nchw_band(dx, chunk), trans_a=True)
-                continue
-            dcol = self._scratch.array("columns", (self._column_rows, positions), self.dtype)
-            self._gemm(blas.gemm, weights, dy_chunk, dcol, trans_a=True)
-            col2im_add(dcol, dx[n0:n1], self.geometry, self.out_hw, (r0, r1))
+        if want_bias or want_weights or scatter:
+            num, spatial = x.shape[0], self.out_hw[0] * self.out_hw[1]
+            for chunk in self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise):
+                n0, n1, r0, r1 = chunk
+                if n1 - n0 == 1:
+                    dy_chunk = _band(dy, chunk)
+                else:
+                    dy_chunk = self._scratch.array("conv_out", (self.num_output, (n1 - n0) * spatial), self.dtype)
+                    np.copyto(dy_chunk.reshape(self.num_output, n1 - n0, spatial),
+                              dy[n0:n1].reshape(n1 - n0, self.num_output, spatial).transpose(1, 0, 2))
+                if want_bias:
+                    ones = self._scratch.ones(dy_chunk.shape[1], self.dtype).reshape(-1, 1)
+                    blas.gemm(dy_chunk, ones, view(self.blobs[1].diff, (-1, 1)), beta=1.0)
+                if want_weights:
+                    columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows)
+                    self._gemm(blas.gemm, dy_chunk, columns, self._weights(self.blobs[0].diff), trans_b=True,
+                               beta=1.0)
+                if scatter:
+                    dcol = self._scratch.array("columns", (self._column_rows, dy_chunk.shape[1]), self.dtype)
+                    self._gemm(blas.gemm, self._weights(self.blobs[0].data), dy_chunk, dcol, trans_a=True)
+                    col2im_add(dcol, dx[n0:n1], self.geometry, self.out_hw, (r0, r1))
+        if want_input and not scatter:
+            self._convolve_cpu(dy, *self._transposed(), dx)
         if want_input:
             bottoms[0].diff = dx
 
