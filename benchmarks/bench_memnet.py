@@ -284,6 +284,53 @@ class TorchBench:
         return self.torch.cuda.max_memory_allocated()
 
 
+# ---------------------------------------------------------------------------------------- efficiency
+def gemm_peak_gflops(device: Device, size: int, runs: int = 3) -> float:
+    """GFLOP/s of a square float32 matmul of ``size`` on ``device`` (NumPy's BLAS on the CPU, cuBLAS on a GPU)."""
+    xp = device.cupy if device.cupy is not None else np
+    rs = np.random.default_rng(0)
+    a, b = (xp.asarray(rs.random((size, size), dtype=np.float32)) for _ in range(2))
+    ms = median_ms(device.sync, lambda: xp.matmul(a, b), runs, 1)
+    return 2.0 * size**3 / ms / 1e6
+
+
+def conv_forward_ms(net: me.Net, device: Device, run: Callable[[], object]) -> float:
+    """Milliseconds spent in the forwards of ``net``'s Convolution layers during ``run()`` (synchronised)."""
+    spent = [0.0]
+
+    def timed(forward):
+        def wrapper(*args):
+            device.sync()
+            start = time.perf_counter()
+            result = forward(*args)
+            device.sync()
+            spent[0] += (time.perf_counter() - start) * 1e3
+            return result
+        return wrapper
+
+    convs = [layer for layer in net.layers if layer.type == "Convolution"]
+    for layer in convs:
+        layer.forward = timed(layer.forward)
+    try:
+        run()
+    finally:
+        for layer in convs:
+            del layer.forward  # back to the class's method
+    return spent[0]
+
+
+def conv_efficiency_lines(engine: EngineBench, device: Device, times: dict, train_flops: float,
+                          infer_flops: float) -> list[str]:
+    """Convolution layers alone, in GFLOP/s, next to the measured GEMM peak of the same device."""
+    size = 2048 if device.cupy is None else 8192
+    peak = gemm_peak_gflops(device, size)
+    train = train_flops / sum(times["Convolution"]) / 1e6
+    infer = infer_flops / conv_forward_ms(engine.deploy_net, device, engine.infer) / 1e6
+    return [f"memnet-engine convolution layers alone: training {train:.1f} GFLOP/s, inference (one image) "
+            f"{infer:.1f} GFLOP/s; GEMM peak {peak:.1f} GFLOP/s ({size}^2 float32 matmul, same run): "
+            f"{100 * train / peak:.0f}% and {100 * infer / peak:.0f}% of peak"]
+
+
 # ---------------------------------------------------------------------------------------- main
 def _nets(args) -> tuple[pb.NetParameter, pb.NetParameter]:
     train, deploy = benchmark_nets(args.blocks, args.recursions, args.channels, args.batch, args.patch, args.size)
@@ -407,8 +454,9 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"bench_memnet: memnet-engine's training diverged: {ex}", file=sys.stderr)
         return 1
     print()
-    print_report(rows, times, conv_flops(engine.train_net, training=True),
-                 conv_flops(engine.deploy_net, training=False))
+    train_flops, infer_flops = conv_flops(engine.train_net, training=True), conv_flops(engine.deploy_net, False)
+    print_report(rows, times, train_flops, infer_flops)
+    print("\n".join(conv_efficiency_lines(engine, device, times, train_flops, infer_flops)))
     return 0
 
 
