@@ -5,16 +5,18 @@ A 1x1 convolution with stride 1 and no padding is a plain GEMM on the input (no 
 Column matrices live in the net's workspace (core/workspace.py), reused by every layer and
 iteration; backward rebuilds them from the bottom, as Caffe does, so no layer keeps one alive.
 
-CPU (NumPy + SciPy's BLAS, core/blas.py): the output positions are cut into chunks whose column
-matrix fits ``CPU_COLUMN_BYTES`` (cache-sized): a whole batch of small images is one chunk, in
-the channel-major layout (C * kh * kw, images * Ho * Wo), i.e. ONE GEMM per group over the batch,
-with a transpose to NCHW that adds the bias; a large image is cut into bands of output rows, each
-GEMM writing its band of the NCHW output in place (bias pre-filled, beta = 1).  im2col / col2im
-copy between the image and the columns tap by tap with the padding clipped away (no padded copy).
-Weight and bias gradients accumulate inside the GEMMs (beta = 1; the bias as a product with ones).
-With stride 1 the bottom diff is itself a convolution (of the top diff with the kernels turned by
-180 degrees), computed the same way, so no col2im scatter-add is needed.  Tops and bottom diffs
-are written into the blobs' own arrays: steady-state steps allocate nothing.
+CPU (NumPy + SciPy's BLAS, core/blas.py): the output positions are cut into chunks, at least one per
+core and each with about ``CPU_COLUMN_BYTES`` of columns (cache-sized), which the BLAS workers (one
+thread per core, single-threaded BLAS each) share.  A batch of small images is cut into groups of
+whole images in the channel-major layout (C * kh * kw, images * Ho * Wo): ONE GEMM per group and
+core over its share of the batch, staged and copied back to NCHW; a large image is cut into bands
+of output rows, each GEMM writing its band of the NCHW output in place.  The bias is pre-filled and
+the GEMM adds to it (beta = 1).  im2col / col2im copy between the image and the columns tap by tap
+with the padding clipped away (no padded copy).  Weight and bias gradients accumulate inside the
+GEMMs (beta = 1; the bias as a product with ones).  With stride 1 the bottom diff is itself a
+convolution (of the top diff with the kernels turned by 180 degrees), computed the same way, so no
+col2im scatter-add is needed.  Tops and bottom diffs are written into the blobs' own arrays and all
+scratch comes from the workspace: steady-state steps allocate nothing.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
@@ -227,43 +229,51 @@ class ConvolutionLayer(Layer):
     # ------------------------------------------------------------------ CPU
     def _cpu_chunks(self, num: int, out_hw: tuple[int, int], column_rows: int,
                     pointwise: bool) -> list[tuple[int, int, int, int]]:
-        """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each, whose columns fit CPU_COLUMN_BYTES.
-
-        Several images only when whole images fit (their outputs are then staged channel-major).
-        """
+        """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each; at least one chunk per worker and
+        about CPU_COLUMN_BYTES of columns at most.  Several images only when whole images fit (their outputs
+        are staged channel-major); a pointwise convolution goes image by image (its columns are the input)."""
+        if num == 0:
+            return []
         out_h, out_w = out_hw
-        rows = max(1, CPU_COLUMN_BYTES // (out_w * column_rows * self.dtype.itemsize))
-        images = min(num, rows // out_h)
-        if images > 1 and not pointwise:
-            return [(n, min(n + images, num), 0, out_h) for n in range(0, num, images)]
-        rows = min(rows, out_h)
+        row_bytes = out_w * column_rows * self.dtype.itemsize
+        pieces = max(blas.workers(), -(-num * out_h * row_bytes // CPU_COLUMN_BYTES))
+        if pieces <= num and not pointwise:
+            bounds = [num * k // pieces for k in range(pieces + 1)]
+            return [(a, b, 0, out_h) for a, b in zip(bounds, bounds[1:])]
+        rows = max(1, min(-(-out_h // -(-pieces // num)), CPU_COLUMN_BYTES // row_bytes))
         return [(n, n + 1, r, min(r + rows, out_h)) for n in range(num) for r in range(0, out_h, rows)]
 
-    def _cpu_columns(self, x, chunk, geometry: ConvGeometry, out_hw: tuple[int, int], column_rows: int):
+    def _cpu_columns(self, x, chunk, geometry: ConvGeometry, out_hw: tuple[int, int], column_rows: int,
+                     worker: int):
         """Column matrix (column_rows, positions) of a chunk: a view of the input when pointwise."""
         if geometry.is_pointwise:
             return _band(x, chunk)
         n0, n1, r0, r1 = chunk
         shape = (column_rows, (n1 - n0) * (r1 - r0) * out_hw[1])
-        return im2col(x[n0:n1], geometry, out_hw, (r0, r1), self._scratch.array("columns", shape, self.dtype))
+        return im2col(x[n0:n1], geometry, out_hw, (r0, r1), self._scratch.array(f"columns{worker}", shape, self.dtype))
 
     def _convolve_cpu(self, x, weights, geometry: ConvGeometry, out, bias=None) -> None:
-        """out (N, O, Ho, Wo) = x (N, I, H, W) convolved with ``weights`` (O, I / group * kh * kw), + bias."""
+        """out (N, O, Ho, Wo) = x (N, I, H, W) convolved with ``weights`` (O, I / group * kh * kw), + bias;
+        chunks shared among the BLAS workers, each with its own scratch slots."""
         num, channels, out_h, out_w = out.shape
-        column_rows, spatial = weights.shape[1] * self.group, out_h * out_w
-        for chunk in self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise):
-            columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows)
-            n0, n1 = chunk[:2]
-            # One image: the GEMM writes its band of the output in place; several: stage channel-major.
-            target = _band(out, chunk) if n1 - n0 == 1 else \
-                self._scratch.array("conv_out", (channels, columns.shape[1]), self.dtype)
-            if bias is not None:
-                np.copyto(target, bias.reshape(-1, 1))
-            self._gemm(blas.gemm, weights, columns, target, beta=0.0 if bias is None else 1.0)
-            if n1 - n0 > 1:
-                staged = target.reshape(channels, n1 - n0, spatial)
-                for i in range(n1 - n0):  # image by image: 2-D copies, no NumPy ufunc buffers
-                    np.copyto(out[n0 + i].reshape(channels, spatial), staged[:, i])
+        column_rows, spatial, scratch = weights.shape[1] * self.group, out_h * out_w, self._scratch
+
+        def work(worker: int, chunks) -> None:
+            for chunk in chunks:
+                columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows, worker)
+                n0, n1 = chunk[:2]
+                # One image: the GEMM writes its band of the output in place; several: stage channel-major.
+                target = _band(out, chunk) if n1 - n0 == 1 else \
+                    scratch.array(f"conv_out{worker}", (channels, columns.shape[1]), self.dtype)
+                if bias is not None:
+                    np.copyto(target, bias.reshape(-1, 1))
+                self._gemm(blas.gemm, weights, columns, target, beta=0.0 if bias is None else 1.0)
+                if n1 - n0 > 1:
+                    staged = target.reshape(channels, n1 - n0, spatial)
+                    for i in range(n1 - n0):  # image by image: 2-D copies, no NumPy ufunc buffers
+                        np.copyto(out[n0 + i].reshape(channels, spatial), staged[:, i])
+
+        blas.parallel(work, self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise))
 
     def _transposed(self) -> "tuple[np.ndarray, ConvGeometry]":
         """The stride-1 convolution of the top diff that gives the bottom diff: its weights
@@ -290,8 +300,8 @@ class ConvolutionLayer(Layer):
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        """Bias and weight gradients accumulate chunk by chunk in GEMMs (beta = 1); the bottom diff is a
-        convolution of the top diff (stride 1) or the columns' product scattered back by col2im."""
+        """The bottom diff is a convolution of the top diff (stride 1), else the columns' product scattered
+        back by col2im (one worker: the chunks' input windows overlap)."""
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
         x, dy = bottoms[0].data, tops[0].diff
@@ -300,30 +310,56 @@ class ConvolutionLayer(Layer):
         if scatter:
             dx.fill(0)  # col2im adds every chunk's columns
         if want_bias or want_weights or scatter:
-            num, spatial = x.shape[0], self.out_hw[0] * self.out_hw[1]
-            for chunk in self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise):
-                n0, n1, r0, r1 = chunk
-                if n1 - n0 == 1:
-                    dy_chunk = _band(dy, chunk)
-                else:
-                    dy_chunk = self._scratch.array("conv_out", (self.num_output, (n1 - n0) * spatial), self.dtype)
-                    np.copyto(dy_chunk.reshape(self.num_output, n1 - n0, spatial),
-                              dy[n0:n1].reshape(n1 - n0, self.num_output, spatial).transpose(1, 0, 2))
-                if want_bias:
-                    ones = self._scratch.ones(dy_chunk.shape[1], self.dtype).reshape(-1, 1)
-                    blas.gemm(dy_chunk, ones, view(self.blobs[1].diff, (-1, 1)), beta=1.0)
-                if want_weights:
-                    columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows)
-                    self._gemm(blas.gemm, dy_chunk, columns, self._weights(self.blobs[0].diff), trans_b=True,
-                               beta=1.0)
-                if scatter:
-                    dcol = self._scratch.array("columns", (self._column_rows, dy_chunk.shape[1]), self.dtype)
-                    self._gemm(blas.gemm, self._weights(self.blobs[0].data), dy_chunk, dcol, trans_a=True)
-                    col2im_add(dcol, dx[n0:n1], self.geometry, self.out_hw, (r0, r1))
+            self._parameter_gradients_cpu(x, dy, want_bias, want_weights, dx if scatter else None)
         if want_input and not scatter:
             self._convolve_cpu(dy, *self._transposed(), dx)
         if want_input:
             bottoms[0].diff = dx
+
+    def _parameter_gradients_cpu(self, x, dy, want_bias: bool, want_weights: bool, scatter_into=None) -> None:
+        """Bias and weight gradients chunk by chunk, accumulated in GEMMs (beta = 1; the bias as a product with
+        ones): worker 0 into the diffs, the others into partial sums added at the end.  With ``scatter_into``
+        also the bottom diff by col2im."""
+        num, spatial, scratch = x.shape[0], self.out_hw[0] * self.out_hw[1], self._scratch
+        chunks = self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise)
+        weight_diff = self._weights(self.blobs[0].diff)
+        bias_diff = view(self.blobs[1].diff, (-1, 1)) if want_bias else None
+        ones = scratch.ones(max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in chunks) * self.out_hw[1], self.dtype)
+
+        def sums(worker: int):
+            """Where a worker accumulates: (weight gradient, bias gradient)."""
+            if worker == 0:
+                return weight_diff, bias_diff
+            return (scratch.array(f"weight_partial{worker}", weight_diff.shape, self.dtype) if want_weights else None,
+                    scratch.array(f"bias_partial{worker}", (self.num_output, 1), self.dtype) if want_bias else None)
+
+        def work(worker: int, mine) -> None:
+            dw, db = sums(worker)
+            beta = 1.0 if worker == 0 else 0.0
+            for chunk in mine:
+                n0, n1, r0, r1 = chunk
+                if n1 - n0 == 1:
+                    dy_chunk = _band(dy, chunk)
+                else:
+                    dy_chunk = scratch.array(f"conv_out{worker}", (self.num_output, (n1 - n0) * spatial), self.dtype)
+                    staged = dy_chunk.reshape(self.num_output, n1 - n0, spatial)
+                    for i in range(n1 - n0):
+                        np.copyto(staged[:, i], dy[n0 + i].reshape(self.num_output, spatial))
+                if want_bias:
+                    blas.gemm(dy_chunk, ones[:dy_chunk.shape[1]].reshape(-1, 1), db, beta=beta)
+                if want_weights:
+                    columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows, worker)
+                    self._gemm(blas.gemm, dy_chunk, columns, dw, trans_b=True, beta=beta)
+                beta = 1.0
+                if scatter_into is not None:
+                    dcol = scratch.array(f"columns{worker}", (self._column_rows, dy_chunk.shape[1]), self.dtype)
+                    self._gemm(blas.gemm, self._weights(self.blobs[0].data), dy_chunk, dcol, trans_a=True)
+                    col2im_add(dcol, scatter_into[n0:n1], self.geometry, self.out_hw, (r0, r1))
+
+        for worker in range(1, blas.parallel(work, chunks, serial=scatter_into is not None)):
+            for total, partial in zip((weight_diff, bias_diff), sums(worker)):
+                if partial is not None:
+                    total += partial
 
     # ------------------------------------------------------------------ GPU
     def _gpu_chunks(self, num: int) -> list[tuple[int, int]]:
