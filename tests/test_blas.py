@@ -52,3 +52,24 @@ def test_out_must_not_overlap_an_operand() -> None:
     buffer = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="overlaps"):
         gemm(buffer[:2, :2], buffer[2:, 2:], buffer[1:3, 1:3])
+
+
+def test_parallel_gives_every_item_to_exactly_one_worker() -> None:
+    from memnet_engine.core import blas
+
+    seen: dict[int, list[int]] = {}
+    used = blas.parallel(lambda worker, items: seen.setdefault(worker, []).extend(items), list(range(7)))
+    assert used == min(blas.workers(), 7) and sorted(sum(seen.values(), [])) == list(range(7))
+    assert all(items == list(range(worker, 7, used)) for worker, items in seen.items())
+    assert blas.parallel(lambda worker, items: seen.setdefault(-1, []).extend(items), [3, 4], serial=True) == 1
+    assert seen[-1] == [3, 4]
+
+
+def test_products_on_worker_threads_match_numpy() -> None:
+    from memnet_engine.core import blas
+
+    rs = np.random.default_rng(1)
+    a, b = rs.standard_normal((6, 40, 30)), rs.standard_normal((30, 20))
+    out = np.empty((6, 40, 20))
+    blas.parallel(lambda worker, items: [gemm(a[i], b, out[i]) for i in items], list(range(6)))
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)

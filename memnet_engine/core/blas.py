@@ -135,7 +135,8 @@ def workers() -> int:
 
 
 @lru_cache(maxsize=None)
-def _pool() -> ThreadPoolExecutor:
+def _pool(process: int) -> ThreadPoolExecutor:
+    """The workers of this process (a forked child gets its own: threads do not survive a fork)."""
     return ThreadPoolExecutor(workers(), "blas", initializer=_local_thread_setter(), initargs=(1,))
 
 
@@ -146,6 +147,6 @@ def parallel(work: Callable[[int, Sequence[T]], None], items: Sequence[T], *, se
     if n <= 1 and _local_thread_setter() is None:
         work(0, items)  # BLAS threads itself
         return 1
-    for future in [_pool().submit(work, k, items[k::n]) for k in range(n)]:
+    for future in [_pool(os.getpid()).submit(work, k, items[k::n]) for k in range(n)]:
         future.result()
     return n

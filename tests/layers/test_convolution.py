@@ -201,3 +201,23 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
     assert peak - before < 64 * 1024, f"a step peaked {peak - before} bytes higher"
     assert net.workspace.nbytes == workspace
     assert np.isfinite(net.blobs["c0"].diff).all() and np.abs(net.params["c0"][0].diff).sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 6, 5), (1, 4, 12, 7)], ids=["image_groups", "row_bands"])
+def test_results_do_not_depend_on_the_number_of_blas_workers(make_layer, monkeypatch, shape) -> None:
+    """Chunks are shared among worker threads; partial weight and bias sums are added at the end."""
+    layer, bottoms, tops = make_layer(conv_text("kernel_size: 3 pad: 1 group: 2", 4), [shape])
+    dy = np.random.default_rng(6).standard_normal(tops[0].shape)
+    results = []
+    for workers in (1, 3):
+        monkeypatch.setattr(convolution.blas, "workers", lambda: workers)
+        chunks = layer._cpu_chunks(shape[0], layer.out_hw, layer._column_rows, False)
+        assert len(chunks) >= workers
+        layer.forward(bottoms, tops)
+        tops[0].diff = dy.copy()
+        for blob in layer.blobs:
+            blob.diff = np.ones(blob.shape)  # gradients accumulate onto what is there
+        layer.backward(tops, [True], bottoms)
+        results.append([tops[0].data.copy(), bottoms[0].diff.copy()] + [b.diff.copy() for b in layer.blobs])
+    for one, three in zip(*results):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
