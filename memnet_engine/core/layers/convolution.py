@@ -229,14 +229,15 @@ class ConvolutionLayer(Layer):
     # ------------------------------------------------------------------ CPU
     def _cpu_chunks(self, num: int, out_hw: tuple[int, int], column_rows: int,
                     pointwise: bool) -> list[tuple[int, int, int, int]]:
-        """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each; at least one chunk per worker and
+        """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each; as many chunks per worker and
         about CPU_COLUMN_BYTES of columns at most.  Several images only when whole images fit (their outputs
         are staged channel-major); a pointwise convolution goes image by image (its columns are the input)."""
         if num == 0:
             return []
         out_h, out_w = out_hw
         row_bytes = out_w * column_rows * self.dtype.itemsize
-        pieces = max(blas.workers(), -(-num * out_h * row_bytes // CPU_COLUMN_BYTES))
+        workers = blas.workers()
+        pieces = -(-num * out_h * row_bytes // (CPU_COLUMN_BYTES * workers)) * workers  # a multiple of workers
         if pieces <= num and not pointwise:
             bounds = [num * k // pieces for k in range(pieces + 1)]
             return [(a, b, 0, out_h) for a, b in zip(bounds, bounds[1:])]
