@@ -28,12 +28,21 @@ class Workspace:
     """Named scratch buffers of one device, reused across layers and iterations."""
 
     def __init__(self, device: str = CPU, math: str = "strict"):
-        if math not in MATH_MODES:
-            raise ValueError(f"unknown math mode {math!r}: use one of {', '.join(MATH_MODES)}")
         self.device = device
         self.math = math
         self._buffers: dict[str, object] = {}
         self._ones: dict[np.dtype, object] = {}
+
+    @property
+    def math(self) -> str:
+        return self._math
+
+    @math.setter
+    def math(self, mode: str) -> None:
+        """Settable on a live net (``solver.net.workspace.math = "tf32"``): every layer shares this workspace."""
+        if mode not in MATH_MODES:
+            raise ValueError(f"unknown math mode {mode!r}: use one of {', '.join(MATH_MODES)}")
+        self._math = mode
 
     @property
     def xp(self):

@@ -177,3 +177,11 @@ def test_tf32_math_mode_reaches_the_gemms(gpu) -> None:
 def test_bad_math_mode_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown math mode 'fast'.*strict, tf32"):
         me.Net(parse_text(_net_text(1), me.caffe_pb2.NetParameter(), "net"), math="fast")
+
+
+def test_math_mode_can_be_switched_on_a_live_net() -> None:
+    net = me.Net(parse_text(_net_text(1), me.caffe_pb2.NetParameter(), "net"))
+    net.workspace.math = "tf32"
+    assert all(layer.workspace.math == "tf32" for layer in net.layers)
+    with pytest.raises(ValueError, match="unknown math mode"):
+        net.workspace.math = "half"
