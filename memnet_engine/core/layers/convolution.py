@@ -5,15 +5,15 @@ A 1x1 convolution with stride 1 and no padding is a plain GEMM on the input (no 
 Column matrices live in the net's workspace (core/workspace.py), reused by every layer and
 iteration; backward rebuilds them from the bottom, as Caffe does, so no layer keeps one alive.
 
-CPU (NumPy + SciPy's BLAS, core/blas.py): the output positions are cut into chunks, at least one per
+CPU (NumPy, products on BLAS worker threads, core/blas.py): the output positions are cut into chunks, at least one per
 core and each with about ``CPU_COLUMN_BYTES`` of columns (cache-sized), which the BLAS workers (one
 thread per core, single-threaded BLAS each) share.  A batch of small images is cut into groups of
 whole images in the channel-major layout (C * kh * kw, images * Ho * Wo): ONE GEMM per group and
 core over its share of the batch, staged and copied back to NCHW; a large image is cut into bands
-of output rows, each GEMM writing its band of the NCHW output in place.  The bias is pre-filled and
-the GEMM adds to it (beta = 1).  im2col / col2im copy between the image and the columns tap by tap
-with the padding clipped away (no padded copy).  Weight and bias gradients accumulate inside the
-GEMMs (beta = 1; the bias as a product with ones).  With stride 1 the bottom diff is itself a
+of output rows, each GEMM writing its band of the NCHW output in place (``numpy.matmul(out=view)``).
+im2col / col2im copy between the image and the columns tap by tap with the padding clipped away
+(no padded copy).  Each worker sums its chunks' weight and bias gradients (the bias as a product
+with ones), added to the diffs in worker order.  With stride 1 the bottom diff is itself a
 convolution (of the top diff with the kernels turned by 180 degrees), computed the same way, so no
 col2im scatter-add is needed.  Tops and bottom diffs are written into the blobs' own arrays and all
 scratch comes from the workspace: steady-state steps allocate nothing.
@@ -168,6 +168,11 @@ def _group(matrix, g: int, groups: int):
     return matrix[..., g * rows:(g + 1) * rows, :]
 
 
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, trans_a: bool = False, trans_b: bool = False) -> None:
+    """``out = op(a) @ op(b)`` through NumPy's BLAS, straight into ``out`` (any view with contiguous rows)."""
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
 @register("Convolution")
 class ConvolutionLayer(Layer):
     exact_bottoms = 1
@@ -222,7 +227,7 @@ class ConvolutionLayer(Layer):
         return view(array, (self.num_output, -1))
 
     def _gemm(self, gemm, a, b, out, **options) -> None:
-        """One product per group: rows of a, b and out split evenly among the groups."""
+        """One product per group (``gemm`` is ``_matmul`` or cuBLAS's): rows of a, b and out split evenly."""
         for g in range(self.group):
             gemm(_group(a, g, self.group), _group(b, g, self.group), _group(out, g, self.group), **options)
 
@@ -263,16 +268,20 @@ class ConvolutionLayer(Layer):
             for chunk in chunks:
                 columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows, worker)
                 n0, n1 = chunk[:2]
-                # One image: the GEMM writes its band of the output in place; several: stage channel-major.
-                target = _band(out, chunk) if n1 - n0 == 1 else \
-                    scratch.array(f"conv_out{worker}", (channels, columns.shape[1]), self.dtype)
-                if bias is not None:
-                    np.copyto(target, bias.reshape(-1, 1))
-                self._gemm(blas.gemm, weights, columns, target, beta=0.0 if bias is None else 1.0)
-                if n1 - n0 > 1:
-                    staged = target.reshape(channels, n1 - n0, spatial)
-                    for i in range(n1 - n0):  # image by image: 2-D copies, no NumPy ufunc buffers
-                        np.copyto(out[n0 + i].reshape(channels, spatial), staged[:, i])
+                if n1 - n0 == 1:  # the product lands in the output band in place
+                    band = _band(out, chunk)
+                    self._gemm(_matmul, weights, columns, band)
+                    if bias is not None:
+                        band += bias.reshape(-1, 1)
+                    continue
+                staged = scratch.array(f"conv_out{worker}", (channels, columns.shape[1]), self.dtype)
+                self._gemm(_matmul, weights, columns, staged)
+                staged = staged.reshape(channels, n1 - n0, spatial)
+                for i in range(n1 - n0):  # image by image: 2-D copies, no NumPy ufunc buffers
+                    image = out[n0 + i].reshape(channels, spatial)
+                    np.copyto(image, staged[:, i])
+                    if bias is not None:
+                        image += bias.reshape(-1, 1)
 
         blas.parallel(work, self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise))
 
@@ -318,26 +327,22 @@ class ConvolutionLayer(Layer):
             bottoms[0].diff = dx
 
     def _parameter_gradients_cpu(self, x, dy, want_bias: bool, want_weights: bool, scatter_into=None) -> None:
-        """Bias and weight gradients chunk by chunk, accumulated in GEMMs (beta = 1; the bias as a product with
-        ones): worker 0 into the diffs, the others into partial sums added at the end.  With ``scatter_into``
-        also the bottom diff by col2im."""
+        """Bias and weight gradients chunk by chunk: each worker sums its chunks' products (the bias gradient
+        as a product with ones), then the sums are added to the diffs in worker order (deterministic).  With
+        ``scatter_into`` also the bottom diff by col2im."""
         num, spatial, scratch = x.shape[0], self.out_hw[0] * self.out_hw[1], self._scratch
         chunks = self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise)
         weight_diff = self._weights(self.blobs[0].diff)
-        bias_diff = view(self.blobs[1].diff, (-1, 1)) if want_bias else None
         ones = scratch.ones(max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in chunks) * self.out_hw[1], self.dtype)
 
-        def sums(worker: int):
-            """Where a worker accumulates: (weight gradient, bias gradient)."""
-            if worker == 0:
-                return weight_diff, bias_diff
-            return (scratch.array(f"weight_partial{worker}", weight_diff.shape, self.dtype) if want_weights else None,
-                    scratch.array(f"bias_partial{worker}", (self.num_output, 1), self.dtype) if want_bias else None)
+        def sums(worker: int, what: str = "sum"):
+            """A worker's (weight, bias) gradient sums, or with ``what="product"`` its scratch for one chunk."""
+            return (scratch.array(f"weight_{what}{worker}", weight_diff.shape, self.dtype) if want_weights else None,
+                    scratch.array(f"bias_{what}{worker}", (self.num_output,), self.dtype) if want_bias else None)
 
         def work(worker: int, mine) -> None:
-            dw, db = sums(worker)
-            beta = 1.0 if worker == 0 else 0.0
-            for chunk in mine:
+            weight_sum, bias_sum = sums(worker)
+            for index, chunk in enumerate(mine):
                 n0, n1, r0, r1 = chunk
                 if n1 - n0 == 1:
                     dy_chunk = _band(dy, chunk)
@@ -346,18 +351,25 @@ class ConvolutionLayer(Layer):
                     staged = dy_chunk.reshape(self.num_output, n1 - n0, spatial)
                     for i in range(n1 - n0):
                         np.copyto(staged[:, i], dy[n0 + i].reshape(self.num_output, spatial))
+                # the first chunk's products go straight into the sums, later ones through scratch
+                weight_product, bias_product = (weight_sum, bias_sum) if index == 0 else sums(worker, "product")
                 if want_bias:
-                    blas.gemm(dy_chunk, ones[:dy_chunk.shape[1]].reshape(-1, 1), db, beta=beta)
+                    np.matmul(dy_chunk, ones[:dy_chunk.shape[1]], out=bias_product)
                 if want_weights:
                     columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows, worker)
-                    self._gemm(blas.gemm, dy_chunk, columns, dw, trans_b=True, beta=beta)
-                beta = 1.0
+                    self._gemm(_matmul, dy_chunk, columns, weight_product, trans_b=True)
+                if index:
+                    for total, product in ((weight_sum, weight_product), (bias_sum, bias_product)):
+                        if product is not None:
+                            total += product
                 if scatter_into is not None:
                     dcol = scratch.array(f"columns{worker}", (self._column_rows, dy_chunk.shape[1]), self.dtype)
-                    self._gemm(blas.gemm, self._weights(self.blobs[0].data), dy_chunk, dcol, trans_a=True)
+                    self._gemm(_matmul, self._weights(self.blobs[0].data), dy_chunk, dcol, trans_a=True)
                     col2im_add(dcol, scatter_into[n0:n1], self.geometry, self.out_hw, (r0, r1))
 
-        for worker in range(1, blas.parallel(work, chunks, serial=scatter_into is not None)):
+        used = blas.parallel(work, chunks, serial=scatter_into is not None)
+        bias_diff = view(self.blobs[1].diff, -1) if want_bias else None
+        for worker in range(used):
             for total, partial in zip((weight_diff, bias_diff), sums(worker)):
                 if partial is not None:
                     total += partial
