@@ -19,7 +19,8 @@ CONFIGS = {
     "1x1_nobias": ("kernel_size: 1 bias_term: false", (2, 5, 3, 4), 3),
     "1x1_stride2": ("kernel_size: 1 stride: 2", (2, 3, 5, 5), 2),
     "1x1_group2": ("kernel_size: 1 group: 2", (2, 4, 3, 3), 4),
-    "rect_2x3_pad_dilation": ("kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 2 stride_h: 2 stride_w: 1 dilation: 2", (2, 2, 6, 7), 3),
+    "rect_2x3_pad_dilation": ("kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 2 stride_h: 2 stride_w: 1 dilation: 2",
+                              (2, 2, 6, 7), 3),
     "single_image": ("kernel_size: 3 pad: 1", (1, 3, 4, 6), 2),
     "taps_wholly_in_padding": ("kernel_size: 3 pad: 3 stride: 2", (2, 2, 4, 5), 2),
     "pad_beyond_kernel": ("kernel_size: 3 pad: 3", (2, 2, 4, 3), 2),  # its transposed convolution crops

@@ -5,18 +5,18 @@ A 1x1 convolution with stride 1 and no padding is a plain GEMM on the input (no 
 Column matrices live in the net's workspace (core/workspace.py), reused by every layer and
 iteration; backward rebuilds them from the bottom, as Caffe does, so no layer keeps one alive.
 
-CPU (NumPy, products on BLAS worker threads, core/blas.py): the output positions are cut into chunks, at least one per
-core and each with about ``CPU_COLUMN_BYTES`` of columns (cache-sized), which the BLAS workers (one
-thread per core, single-threaded BLAS each) share.  A batch of small images is cut into groups of
-whole images in the channel-major layout (C * kh * kw, images * Ho * Wo): ONE GEMM per group and
-core over its share of the batch, staged and copied back to NCHW; a large image is cut into bands
-of output rows, each GEMM writing its band of the NCHW output in place (``numpy.matmul(out=view)``).
-im2col / col2im copy between the image and the columns tap by tap with the padding clipped away
-(no padded copy).  Each worker sums its chunks' weight and bias gradients (the bias as a product
-with ones), added to the diffs in worker order.  With stride 1 the bottom diff is itself a
-convolution (of the top diff with the kernels turned by 180 degrees), computed the same way, so no
-col2im scatter-add is needed.  Tops and bottom diffs are written into the blobs' own arrays and all
-scratch comes from the workspace: steady-state steps allocate nothing.
+CPU (NumPy; products on BLAS worker threads, core/blas.py): the output positions are cut into
+chunks, as many per core and each with about ``CPU_COLUMN_BYTES`` of columns (cache-sized), which
+the workers (one thread per core, single-threaded BLAS each) share.  A batch of small images is
+cut into groups of whole images in the channel-major layout (C * kh * kw, images * Ho * Wo): ONE
+GEMM per group and core over its share of the batch, staged and copied back to NCHW with the bias;
+a large image is cut into bands of output rows, each GEMM writing its band of the NCHW output in
+place (``numpy.matmul(out=view)``).  im2col / col2im copy between the image and the columns tap by
+tap with the padding clipped away (no padded copy).  Each worker sums its chunks' weight and bias
+gradients (the bias as a product with ones), added to the diffs in worker order.  With stride 1
+the bottom diff is itself a convolution (of the top diff with the kernels turned by 180 degrees),
+computed the same way, so no col2im scatter-add is needed.  Tops and bottom diffs are written into
+the blobs' own arrays and all scratch comes from the workspace: steady-state steps allocate nothing.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
