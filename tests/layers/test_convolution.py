@@ -199,7 +199,8 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
         tracemalloc.stop()
     assert current - before < 64 * 1024, f"traced memory grew by {current - before} bytes"  # Python free lists
     assert activation_bytes == 1 << 20
-    assert peak - before < 64 * 1024, f"a step peaked {peak - before} bytes higher"
+    # Thread-pool bookkeeping peaks near 70 KiB; one image's activation (the smallest large buffer) is 256 KiB.
+    assert peak - before < activation_bytes // 8, f"a step peaked {peak - before} bytes higher"
     assert net.workspace.nbytes == workspace
     assert np.isfinite(net.blobs["c0"].diff).all() and np.abs(net.params["c0"][0].diff).sum() > 0
 
