@@ -171,6 +171,31 @@ class EngineInference:
         self.net.forward_range(keep_intermediates=False)
 
 
+def conv_forward_ms(net: me.Net, device: Device, run: Callable[[], object]) -> float:
+    """Milliseconds spent in the forwards of ``net``'s Convolution layers during ``run()`` (synchronised)."""
+    spent = [0.0]
+
+    def timed(forward):
+        def wrapper(*args):
+            device.sync()
+            start = time.perf_counter()
+            result = forward(*args)
+            device.sync()
+            spent[0] += (time.perf_counter() - start) * 1e3
+            return result
+        return wrapper
+
+    convs = [layer for layer in net.layers if layer.type == "Convolution"]
+    for layer in convs:
+        layer.forward = timed(layer.forward)
+    try:
+        run()
+    finally:
+        for layer in convs:
+            del layer.forward  # back to the class's method
+    return spent[0]
+
+
 # ---------------------------------------------------------------------------------------- PyTorch
 def torch_memnet(blocks: int, recursions: int, channels: int):
     """The same MemNet in PyTorch: BatchNorm2d(affine) = Caffe BatchNorm + Scale(bias)."""
@@ -329,6 +354,8 @@ class Run:
         times = self.optional("per-layer times", lambda: engine.layer_times(max(1, min(args.iters, 5))))
         self.report["layer_types"] = {kind: {"forward_ms": sig(f), "backward_ms": sig(b)}
                                       for kind, (f, b) in sorted((times or {}).items(), key=lambda kv: -sum(kv[1]))}
+        if times and "Convolution" in times:
+            section["engine"]["conv_ms"] = sig(sum(times["Convolution"]))
         net.save(weights)
         engine = net = None  # the training net goes before inference is measured
         device.free()
@@ -345,6 +372,8 @@ class Run:
         section["engine"] = self.timed(f"memnet-engine inference {key}", device.sync, engine.step,
                                        device.cupy is not None)
         section["engine"]["peak_bytes"] = peak
+        section["engine"]["conv_ms"] = self.optional(
+            f"convolution layers alone, inference {key}", lambda: sig(conv_forward_ms(engine.net, device, engine.step)))
         engine = None
         device.free()
 
@@ -375,6 +404,9 @@ class Run:
                 row["conv_tflops"] = sig(section["conv_gflop"] / row["ms"])
                 peak = (peaks.get(who) or {}).get("tflops")
                 row["gemm_fraction"] = sig(row["conv_tflops"] / peak) if peak else None
+                if row.get("conv_ms"):  # the convolution layers alone (engine): their share of the GEMM peak
+                    row["conv_only_tflops"] = sig(section["conv_gflop"] / row["conv_ms"])
+                    row["conv_only_gemm_fraction"] = sig(row["conv_only_tflops"] / peak) if peak else None
             if section.get("engine") and section.get("torch"):
                 engine, torch = section["engine"], section["torch"]
                 section["ratio"] = {"time": sig(engine["ms"] / torch["ms"]),
@@ -407,6 +439,9 @@ def print_report(report: dict) -> None:
             ("conv TFLOP/s", lambda r: r.get("conv_tflops"), "14.3f", None),
             ("% of GEMM peak", lambda r: None if r.get("gemm_fraction") is None else 100 * r["gemm_fraction"],
              "14.1f", None),
+            ("conv layers alone TFLOP/s", lambda r: r.get("conv_only_tflops"), "14.3f", None),
+            ("  % of GEMM peak", lambda r: None if r.get("conv_only_gemm_fraction") is None
+             else 100 * r["conv_only_gemm_fraction"], "14.1f", None),
             ("peak memory (MiB)", lambda r: None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20,
              "14.1f", "peak_bytes"),
             ("kernel launches", lambda r: (r.get("activity") or {}).get("kernels"), "14d", "kernels"),

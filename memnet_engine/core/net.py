@@ -22,6 +22,7 @@ from .memory import NetBudget
 from .net_param import filter_net, insert_splits, upgrade_net_input
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
+from .workspace import Workspace
 
 TRAIN = pb.TRAIN
 TEST = pb.TEST
@@ -63,7 +64,7 @@ class Net:
 
     def __init__(self, net_file: "str | os.PathLike | pb.NetParameter", phase: "int | str" = TEST,
                  weights: "str | os.PathLike | None" = None, device: str = CPU, *, level: int = 0,
-                 stages: Iterable[str] = (), dtype=np.float32):
+                 stages: Iterable[str] = (), dtype=np.float32, math: str = "strict"):
         self.phase = parse_phase(phase)
         kind, self.device_id = parse_device(device)
         self.device = kind
@@ -95,8 +96,13 @@ class Net:
         self.inputs: list[str] = []
         self.learnable_params: list[LearnableParam] = []
         self._param_owner: dict[str, tuple[str, int]] = {}
+        # One scratch pool lent to all layers (they run one at a time), kept between iterations; ``math``
+        # is the GEMM precision on the GPU: "strict" float32 or "tf32" (see core/workspace.py).
+        self.workspace = Workspace(self.device, math)
         self._build(param, net_dir)
         self._plan_backward()
+        for layer in self.layers:
+            layer.workspace = self.workspace
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
         self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
