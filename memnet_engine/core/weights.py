@@ -185,13 +185,19 @@ def unfilled_layers(net: "Net", copied: "list[str]") -> list[str]:
     return [layer.name for layer in net.layers if layer.blobs and layer.name not in done]
 
 
+def require_all_filled(net: "Net", copied: "list[str]", origin: str) -> None:
+    """A WeightsError naming the layers with parameters that ``copied`` (from copy_weights of ``origin``) left out."""
+    missing = unfilled_layers(net, copied)
+    if missing:
+        raise WeightsError(f"{origin} has no weights for {len(missing)} layer(s) of net '{net.name}': "
+                           f"{_some(missing)}; is it the right model for this net?")
+
+
 def copy_weights_from_file(net: "Net", path: str, require_all: bool = False) -> list[str]:
     """copy_weights from a .caffemodel; with ``require_all`` every layer with parameters must be filled."""
     copied = copy_weights(net, read_caffemodel(path), path)
-    missing = unfilled_layers(net, copied) if require_all else []
-    if missing:
-        raise WeightsError(f"{path} has no weights for {len(missing)} layer(s) of net '{net.name}': {_some(missing)}; "
-                           "is it the right model for this net?")
+    if require_all:
+        require_all_filled(net, copied, path)
     return copied
 
 
