@@ -20,7 +20,7 @@ from ..core.errors import MemnetError, WeightsError
 from ..core.net import TEST, Net
 from ..core.onnx_export import OPSET, export_onnx
 from ..core.prototxt import read_net_param
-from ..core.weights import copy_weights, write_binary_atomic
+from ..core.weights import copy_weights, require_all_filled, write_binary_atomic
 from .help_format import PlainHelpFormatter
 
 INPUTS = (".caffemodel", ".npz")
