@@ -40,6 +40,11 @@ SCALAR = 'layer { name: "s" type: "Input" top: "s" input_param { shape { } } }\n
     ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 0 dim: 4 dim: 4 } } }\n'
      'layer { name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 2 kernel_size: 3 '
      'weight_filler { type: "msra" } } }', "layer 'c': xavier/msra fillers need a non-empty blob"),
+    (X + 'layer { name: "c" type: "Convolution" bottom: "x" top: "x" convolution_param { num_output: 3 '
+         'kernel_size: 1 } }', "layer 'c': a Convolution cannot work in place"),  # found when built, not run
+    (X + 'layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 4 } } }\n'
+         'layer { name: "l" type: "EuclideanLoss" bottom: "x" bottom: "t" top: "l" }',
+     r"layer 'l': inputs \(2, 3, 4, 4\) and \(2, 3, 5, 4\) differ in size"),
 ])
 def test_user_mistakes_are_net_errors_naming_the_layer(text, message):
     with pytest.raises(me.NetError, match=message):
