@@ -9,6 +9,7 @@ import pytest
 import memnet_engine as me
 from conftest import FIXTURES, REPO, interrupt_after
 from memnet_engine.core.solver import TrainingDiverged
+from memnet_engine.core.solver.signals import deferred_signals
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
 
@@ -155,3 +156,22 @@ def test_signal_effects_are_configurable_and_a_second_stop_aborts_naming_the_sig
         solver.solve()
     assert aborted.value.args == ("SIGTERM",)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_deferred_signals_act_after_the_block_as_the_handlers_before_would():
+    steps = []
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("the block went on")
+    assert steps == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: steps.append(signal.Signals(signum).name))
+    try:
+        with deferred_signals():
+            signal.raise_signal(signal.SIGHUP)
+            steps.append("held")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert steps[1:] == ["held", "SIGHUP"]

@@ -46,7 +46,7 @@ from ..core.distributed.comm import Communicator
 from ..core.atomic import remove_stale_temps
 from ..core.errors import NonFiniteWeights
 from ..core.solver import IterationStats, TrainingDiverged, read_solver
-from ..core.solver.signals import DEFAULT_EFFECTS, EFFECTS
+from ..core.solver.signals import DEFAULT_EFFECTS, EFFECTS, deferred_signals
 from ..core.solver.snapshot import SnapshotError, recover, snapshot_iterations
 from ..core.solver.state import read_solver_state
 from .help_format import PlainHelpFormatter
@@ -112,9 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     solver.add_argument("--seed", type=int, help="random seed for weight fillers and data shuffling")
     runs = ap.add_argument_group("preemption, snapshots and checks")
     for name, effect in DEFAULT_EFFECTS.items():
-        runs.add_argument(f"--{name.lower()}-effect", choices=EFFECTS, default=effect, metavar="|".join(EFFECTS),
+        caffe = [f"-{name.lower()}_effect"] if name in ("SIGINT", "SIGHUP") else []  # caffe train's spelling works too
+        runs.add_argument(f"--{name.lower()}-effect", *caffe, choices=EFFECTS, default=effect, metavar="|".join(EFFECTS),
                           help=f"what {name} does: snapshot and stop after the current iteration, snapshot and go on, "
-                               f"or nothing (default {effect}; Caffe's -{name[3:].lower()}_effect)")
+                               f"or nothing (default {effect})")
     runs.add_argument("--keep-snapshots", type=int, default=0, metavar="N",
                       help="keep only the newest N snapshot pairs (default 0: keep all, as Caffe)")
     runs.add_argument("--plot-every", type=float, default=60.0, metavar="SECONDS",
@@ -403,7 +404,8 @@ class Progress:
     def draw(self) -> None:
         """Redraw loss_curve.png; a failed write (a full disk) is a warning: the plot can be redrawn later."""
         try:
-            self.curve.save_png(self.png, self.title, ylabel="loss")
+            with deferred_signals():  # a second Ctrl-C aborts after the drawing, not inside matplotlib
+                self.curve.save_png(self.png, self.title, ylabel="loss")
         except OSError as ex:
             log.warning("cannot write %s: %s", self.png, ex.strerror or ex)
         self.drawn_at = time.monotonic()

@@ -66,3 +66,27 @@ def signal_handlers(solver, enabled: bool) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold the signals of ``DEFAULT_EFFECTS`` while the block runs (main thread only), then act on them as the
+    handlers in place before would: for work a second Ctrl-C must not cut in half (a library's lazy set-up,
+    whose half-built objects complain when collected)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    numbers = [getattr(signal, name) for name in DEFAULT_EFFECTS if hasattr(signal, name)]
+    previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum)) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in pending:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
