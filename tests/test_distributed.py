@@ -1,6 +1,7 @@
 """Data-parallel training: launch detection, data shards, and `mpirun -np 2 tools/train.py` against a
 single-process reference that averages the two shards' gradients (MPI tests skip without mpi4py/mpiexec)."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -218,3 +219,23 @@ def test_interrupting_mpirun_stops_every_rank_after_one_snapshot(tmp_path, sent)
     assert proc.returncode == 75, err[-3000:]  # every rank: stopped by a signal after a snapshot
     snapshots = sorted(p.name for p in out.glob("*.caffemodel"))
     assert len(snapshots) == 1 and (out / snapshots[0].replace(".caffemodel", ".solverstate")).exists()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    out = tmp_path / "one_rank_signalled"
+    proc = mpirun(2, "--out", out, "--max-iter", 100000, "--snapshot-every", 0, cwd=tmp_path, wait=False)
+    try:
+        follower = rank_pid(str(out), 1)
+        while not (out / "train.log").exists() or "Iteration 5 (" not in (out / "train.log").read_text():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        os.kill(follower, signal.SIGUSR1)  # rank 1 alone: the ranks agree on the stop at the iteration's end
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 75, err[-3000:]
+    stopped = re.search(r"stopped by a signal to another rank at iteration (\d+) after a snapshot", err)
+    assert stopped and "SIGUSR1: snapshotting and stopping" in err, err[-3000:]
+    assert sorted(p.name for p in out.glob("*_iter_*")) == [f"tiny_iter_{stopped.group(1)}.{ext}"
+                                                             for ext in ("caffemodel", "solverstate")]
