@@ -147,18 +147,24 @@ def test_keep_snapshots_keeps_the_newest_pairs(tmp_path):
     assert sorted(snapshot_iterations(str(out / "tiny"))) == [4, 5]
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "/abs/escaped"])
-def test_a_net_name_cannot_write_outside_runs(tmp_path, name):
+@pytest.mark.parametrize("field, value", [("name", "../../escaped"), ("name", "/abs/escaped"),
+                                          ("snapshot_prefix", "../../escaped/y")])
+def test_names_from_files_cannot_write_outside_runs(tmp_path, field, value):
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
-    net = TINY_NET.read_text().replace('name: "tiny"', f'name: "{name}"', 1)
-    assert f'name: "{name}"' in net
-    net = net.replace('source: "tiny_list.txt"', f'source: "{FIXTURES / "solver" / "tiny_list.txt"}"')
-    (work / "net.prototxt").write_text(net)
-    result = run_tool("net.prototxt", "--max-iter", 1, "--no-preview", cwd=work)
+    net = TINY_NET.read_text().replace('source: "tiny_list.txt"', f'source: "{FIXTURES / "solver" / "tiny_list.txt"}"')
+    solver = TINY_SOLVER.read_text()
+    if field == "name":
+        net = net.replace('name: "tiny"', f'name: "{value}"', 1)
+    else:
+        solver = solver.replace('snapshot_prefix: "tiny"', f'snapshot_prefix: "{value}"')
+    assert f'{field}: "{value}"' in net + solver
+    (work / "tiny_net.prototxt").write_text(net)
+    (work / "solver.prototxt").write_text(solver)
+    result = run_tool("solver.prototxt", "--max-iter", 1, cwd=work)
     assert result.returncode == 0, result.stderr
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert all(path.startswith("a/b/runs/") or path == "a/b/net.prototxt" for path in written), written
+    assert all(path.startswith("a/b/runs/") or path.endswith(".prototxt") for path in written), written
     assert not os.path.exists("/abs/escaped") and any(path.endswith("_iter_1.solverstate") for path in written)
 
 
