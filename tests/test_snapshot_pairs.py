@@ -14,6 +14,7 @@ from conftest import FIXTURES, GOLDEN_FIXTURES, REPO
 from memnet_engine.core.integrity import read_seal, seal, unseal
 from memnet_engine.core.solver import snapshot
 from memnet_engine.core.solver.state import read_solver_state
+from memnet_engine.core.weights import save_weights
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
 EXTS = (".caffemodel", ".solverstate")
@@ -40,6 +41,22 @@ def test_a_snapshot_is_a_pair_whose_solverstate_names_and_seals_its_caffemodel(t
     assert read_solver_state(state).learned_net == model
     state_seal = unseal(open(state, "rb").read())
     assert state_seal.intact and state_seal.paired == read_seal(open(model, "rb").read()).digest
+
+
+def test_a_solverstate_whose_caffemodel_was_replaced_is_refused(tmp_path, monkeypatch):
+    solver = trained(tmp_path, monkeypatch)
+    state = solver.snapshot()
+    model = state[:-len(".solverstate")] + ".caffemodel"
+    original = open(model, "rb").read()
+    solver.step(1)
+    save_weights(solver.net, model)  # another run's weights under the same name
+    with pytest.raises(me.WeightsError, match=r"tiny_iter_2\.solverstate was written with another .*tiny_iter_2\."
+                                              r"caffemodel \(its SHA-256 differs\)"):
+        me.SGDSolver(str(SOLVER)).restore(state)
+    open(model, "wb").write(original)
+    resumed = me.SGDSolver(str(SOLVER))
+    resumed.restore(state)
+    assert resumed.iter == 2
 
 
 @pytest.mark.parametrize("failing_write", [0, 1])  # the caffemodel's or the solverstate's

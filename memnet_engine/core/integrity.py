@@ -82,3 +82,12 @@ def unseal(raw: bytes) -> Unsealed:
     body = memoryview(raw)[len(_TAG) + 1 + raw[len(_TAG)]:]
     found.body, found.intact = body, hashlib.sha256(body).digest() == found.digest
     return found
+
+
+def peek_seal(path: str) -> "Unsealed | None":
+    """The seal at the start of the file ``path`` (None: no seal, or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return read_seal(f.read(HEADER_PEEK))
+    except OSError:
+        return None

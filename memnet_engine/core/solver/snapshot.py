@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..atomic import fsync_folder, temp_path_for, temp_target
 from ..errors import MemnetError
-from ..integrity import HEADER_PEEK, read_seal, unseal
+from ..integrity import peek_seal, unseal
 from ..memory import human
 
 EXTENSIONS = (".caffemodel", ".solverstate")
@@ -72,14 +72,6 @@ class Recovery:
     removed: list[str]     # temporary files deleted
 
 
-def _peek_seal(path: str):
-    try:
-        with open(path, "rb") as f:
-            return read_seal(f.read(HEADER_PEEK))
-    except OSError:
-        return None
-
-
 def recover(prefix: str) -> Recovery:
     """Finish or remove (and log) the snapshot pairs of ``prefix`` that a killed process left half-made."""
     folder = os.path.dirname(os.path.abspath(prefix))
@@ -112,7 +104,7 @@ def recover(prefix: str) -> Recovery:
 def _completes_pair(temp_state: str, final_state: str) -> bool:
     """True when ``temp_state`` is whole and was written with the caffemodel now beside it."""
     model = final_state[:-len(".solverstate")] + ".caffemodel"
-    model_seal = _peek_seal(model)
+    model_seal = peek_seal(model)
     try:
         with open(temp_state, "rb") as f:
             state_seal = unseal(f.read())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import NonFiniteWeights, WeightsError
+from ..integrity import peek_seal
 from ..proto import caffe_pb2 as pb
 from ..weights import array_to_blob_proto, blob_proto_array, blob_proto_fits, blob_proto_shape, \
     copy_weights_from_file, read_binary, write_binary_atomic
@@ -79,8 +80,14 @@ def check_progress(state: pb.SolverState, path: str, max_iter: int) -> None:
 
 
 def load_learned_net(net: "Net", state: pb.SolverState, path: str) -> None:
-    """Copy into ``net`` the caffemodel a solverstate names; every layer with parameters must be in it."""
-    copy_weights_from_file(net, locate_learned_net(state.learned_net, path), require_all=True)
+    """Copy into ``net`` the caffemodel a solverstate names; every layer with parameters must be in it, and
+    a solverstate we wrote must find the very caffemodel it was written with."""
+    model = locate_learned_net(state.learned_net, path)
+    state_seal, model_seal = peek_seal(path), peek_seal(model)
+    if state_seal and state_seal.paired and model_seal and model_seal.digest != state_seal.paired:
+        raise WeightsError(f"{path} was written with another {model} (its SHA-256 differs): the caffemodel was "
+                           "replaced since, by another run or a copy; resume from a whole pair")
+    copy_weights_from_file(net, model, require_all=True)
 
 
 def locate_learned_net(learned_net: "str | bytes", state_path: str) -> str:
