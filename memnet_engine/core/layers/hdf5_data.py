@@ -1,8 +1,9 @@
 """HDF5Data: reads batches from the .h5 files listed in ``source`` (one dataset per top).
 
 As in Caffe: files are read whole, one at a time, in list order (shuffled with
-``shuffle``, which also permutes the rows within each file); batches wrap around.  Only float
-and double datasets are read (as Caffe), each file's size is checked against the memory
+``shuffle``, which also permutes the rows within each file); batches wrap around.  Float,
+double and integer datasets are read (integers with a warning; booleans, strings and others
+are refused, as Caffe refuses their HDF5 classes), each file's size is checked against the memory
 there is before it is read, and skipping (a resumed run's replay) reads row counts, not data.
 Relative paths are tried from the working directory first (Caffe's rule) and then from
 the folder of the net file (``source``) or of the list file (the .h5 names).
@@ -11,6 +12,7 @@ stream, as Caffe 1.0's HDF5DataLayer::Skip does for its solvers.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -21,6 +23,7 @@ from ..layer import DataLayer, register
 from ..memory import require, shape_bytes
 
 HDF5_EXTENSIONS = (".h5", ".hdf5", ".he5", ".hdf")
+log = logging.getLogger(__name__)
 
 
 def resolve(path: str, *folders: str) -> str:
@@ -51,6 +54,7 @@ class HDF5DataLayer(DataLayer):
         self.batch_size, self.shuffle = int(p.batch_size), p.shuffle
         self.file_order = np.arange(len(self.files))
         self._file_shapes: dict[str, list[tuple[int, ...]]] = {}
+        self._converted: set[str] = set()  # integer datasets, warned about once
         # its own generator, seeded from the global one: the order depends on the seed, not on other layers' draws
         self.rng = np.random.default_rng(rng().integers(2**63))
         if self.shuffle:
@@ -115,10 +119,14 @@ class HDF5DataLayer(DataLayer):
         shapes = []
         for name in self.datasets:
             dataset = f[name]
-            if not hasattr(dataset, "dtype") or dataset.dtype.kind != "f":
+            if not hasattr(dataset, "dtype") or dataset.dtype.kind not in "fiu":
                 kind = getattr(dataset, "dtype", "a group")
-                raise NetError(f"layer '{self.name}': dataset '{name}' in {shown} is {kind}; HDF5Data reads float or "
-                               "double datasets (as Caffe)")
+                raise NetError(f"layer '{self.name}': dataset '{name}' in {shown} is {kind}; HDF5Data reads float, "
+                               "double or integer datasets (as Caffe)")
+            if dataset.dtype.kind != "f" and name not in self._converted:
+                self._converted.add(name)
+                log.warning("layer '%s': dataset '%s' in %s holds %s values: read as %s (as Caffe does)", self.name,
+                            name, shown, dataset.dtype, self.dtype)
             shapes.append(tuple(int(d) for d in dataset.shape))
         rows = {shape[0] if shape else 0 for shape in shapes}
         if len(rows) != 1 or 0 in rows:
