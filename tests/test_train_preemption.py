@@ -198,3 +198,26 @@ def test_a_full_disk_for_train_log_stops_once_after_a_snapshot(tmp_path, monkeyp
                      r"iteration (\d+); the newest snapshot is (\S+) ", err)
     assert stop and int(stop.group(1)) < 1000, err
     assert read_solver_state(stop.group(2)).iter == int(stop.group(1))
+
+
+def test_a_full_disk_during_a_snapshot_names_the_file_and_keeps_the_previous_pair(tmp_path, monkeypatch, capsys):
+    from memnet_engine.core.solver import snapshot
+
+    real_write = snapshot._write_file
+
+    def full_at_iteration_4(path, data):
+        if "_iter_4." in path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, data)
+
+    monkeypatch.setattr(snapshot, "_write_file", full_at_iteration_4)
+    monkeypatch.chdir(FIXTURES / "solver")
+    out = tmp_path / "out"
+    code = train_cli.main([str(TINY_SOLVER), "--out", str(out), "--max-iter", "8", "--snapshot-every", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert re.search(rf"train\.py: error: cannot write snapshot {re.escape(str(out))}/tiny_iter_4\.caffemodel: No "
+                     r"space left on device \(the pair needs .*\(\d+ bytes\); .* free in .*\); the previous snapshots are "
+                     rf"intact; the newest snapshot is {re.escape(str(out))}/tiny_iter_2\.solverstate", err), err
+    assert sorted(p.name for p in out.iterdir() if "_iter_" in p.name) == ["tiny_iter_2.caffemodel",
+                                                                            "tiny_iter_2.solverstate"]

@@ -605,7 +605,7 @@ def outcome(ex: BaseException, solver, prefix: str, log_file: "LogFile | None") 
     elif isinstance(ex, OSError):
         message = f"error: {ex.filename or ''}: {ex.strerror or ex}"
     elif isinstance(ex, me.MemnetError):
-        message = f"error: {ex}"
+        message = f"error: {ex}{snapshot_note(prefix) if isinstance(ex, SnapshotError) else ''}"
     else:
         return None
     if log_failure and log_failure not in message:
