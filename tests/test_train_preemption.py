@@ -1,6 +1,7 @@
 """tools/train.py on shared machines: SIGTERM and resume, logs kept, stale files, aborts, full disks, odd names."""
 import errno
 import os
+import random
 import re
 import signal
 import subprocess
@@ -221,3 +222,25 @@ def test_a_full_disk_during_a_snapshot_names_the_file_and_keeps_the_previous_pai
                      rf"intact; the newest snapshot is {re.escape(str(out))}/tiny_iter_2\.solverstate", err), err
     assert sorted(p.name for p in out.iterdir() if "_iter_" in p.name) == ["tiny_iter_2.caffemodel",
                                                                             "tiny_iter_2.solverstate"]
+
+
+def test_kill_9_leaves_whole_pairs_and_the_next_start_removes_temporary_files(tmp_path):
+    """Two kills at random moments of a run that snapshots and draws its plot at every iteration, then a start."""
+    out, rng, args = tmp_path / "out", random.Random(14), []
+    for _ in range(2):
+        command = [TOOL, TINY_SOLVER, "--out", out, "--max-iter", 100000, "--snapshot-every", 1, "--plot-every", 0]
+        proc = subprocess.Popen([sys.executable, *map(str, command + args)], cwd=tmp_path, env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if "Iteration 2 (" in line:  # iteration 1's pair is whole
+                break
+        time.sleep(rng.uniform(0.0, 0.5))
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+        pairs = snapshot_iterations(str(out / "tiny"))
+        args = ["--snapshot", out / f"tiny_iter_{max(pairs)}.solverstate"]  # the next trial resumes
+    resumed = run_tool(TINY_SOLVER, "--out", out, "--max-iter", max(pairs) + 1, *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert all(found == {".caffemodel", ".solverstate"} for found in snapshot_iterations(str(out / "tiny")).values())
