@@ -173,3 +173,13 @@ def test_a_blob_shape_overflowing_int64_is_a_clear_error(tmp_path):
     arrays = pytest.importorskip("memnet_engine.core.convert")
     with pytest.raises(me.WeightsError, match=r"blob of shape \(4294967296, 4294967296, 1, 1\) holds 0 data values"):
         arrays.read_arrays(str(tmp_path / "huge.caffemodel"))
+
+
+def test_a_file_name_with_a_nul_byte_is_a_clear_error(tmp_path):
+    """Names read from damaged files (a solver's net or weights) can hold a NUL, which open() refuses."""
+    with pytest.raises(me.WeightsError, match="cannot read .caffemodel: embedded null byte"):
+        me.Net(DEPLOY, phase=me.TEST).copy_from(str(tmp_path / "w\0.caffemodel"))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "tiny\\0net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    with pytest.raises(me.PrototxtError, match="cannot read: embedded null byte"):
+        me.SGDSolver(str(solver))

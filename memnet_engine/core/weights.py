@@ -92,8 +92,8 @@ def read_binary(path: str, message: Message, what: str) -> Message:
                 raise WeightsError(f"{path}: not a regular file; a {what} must be one")
             require(READ_COPIES * info.st_size, f"reading {path} ({human(info.st_size)})", error=WeightsError)
             raw = f.read()
-    except OSError as ex:
-        raise WeightsError(f"{path}: cannot read {what}: {ex.strerror}") from None
+    except (OSError, ValueError) as ex:  # ValueError: a NUL byte in the name (a file name read from a damaged file)
+        raise WeightsError(f"{path}: cannot read {what}: {getattr(ex, 'strerror', None) or ex}") from None
     found = unseal(raw)
     if not found.intact:
         raise WeightsError(f"{path}: checksum mismatch: this {what} was written by memnet-engine with a SHA-256 of "
