@@ -43,6 +43,21 @@ def test_a_snapshot_is_a_pair_whose_solverstate_names_and_seals_its_caffemodel(t
     assert state_seal.intact and state_seal.paired == read_seal(open(model, "rb").read()).digest
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_ctrl_c_during_a_snapshot_aborts_after_the_whole_pair(tmp_path, monkeypatch):
+    solver = trained(tmp_path, monkeypatch)
+    real_write = snapshot._write_file
+
+    def interrupted(path, data):
+        real_write(path, data)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(snapshot, "_write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        solver.snapshot()
+    assert names(tmp_path / "run") == ["tiny_iter_2.caffemodel", "tiny_iter_2.solverstate"]
+
+
 def test_a_solverstate_whose_caffemodel_was_replaced_is_refused(tmp_path, monkeypatch):
     solver = trained(tmp_path, monkeypatch)
     state = solver.snapshot()

@@ -4,8 +4,8 @@ Each handled signal has an effect: ``stop`` (snapshot and stop after the current
 ``snapshot`` (snapshot after it and go on) or ``none`` (ignored).  By default SIGINT (Ctrl-C),
 SIGTERM (what schedulers send before killing a job) and SIGUSR1 (what Slurm's ``--signal`` sends
 ahead of time) stop, and SIGHUP snapshots.  A second stopping signal aborts at once with
-KeyboardInterrupt (``args[0]`` names the signal): the snapshot files are written atomically, so an
-abort leaves the previous pairs intact.
+KeyboardInterrupt (``args[0]`` names the signal), held back while a snapshot pair or the loss plot is
+being written (``deferred_signals``).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from ..prototxt import read_net_param
 from ..integrity import read_seal
 from ..weights import net_to_proto, sealed_bytes
 from .settings import build_net, check_settings, net_sources, read_solver
-from .signals import DEFAULT_EFFECTS, signal_handlers
+from .signals import DEFAULT_EFFECTS, deferred_signals, signal_handlers
 from .snapshot import prune, recover, write_pair
 from .state import check_progress, read_solver_state, snapshot_filename
 
@@ -348,7 +348,8 @@ class Solver:
         log.info("Snapshotting to binary proto file %s", model)
         model_bytes = sealed_bytes(net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         log.info("Snapshotting solver state to binary proto file %s", state)
-        write_pair(model, model_bytes, state, sealed_bytes(self.solver_state(model), read_seal(model_bytes).digest))
+        with deferred_signals():  # a second Ctrl-C aborts after the pair, not between its files
+            write_pair(model, model_bytes, state, sealed_bytes(self.solver_state(model), read_seal(model_bytes).digest))
         self.last_snapshot = state
         for path in prune(prefix, self.keep_snapshots):
             log.info("Removed %s (--keep-snapshots %d)", path, self.keep_snapshots)
