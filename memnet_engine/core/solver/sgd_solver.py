@@ -29,8 +29,8 @@ f32 = np.float32
 class SGDSolver(Solver):
     """Caffe's SGD solver; ``history`` holds the momentum, one array per learnable parameter."""
 
-    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu"):
-        super().__init__(solver, device)
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu", math: str = "strict"):
+        super().__init__(solver, device, math)
         self.history = [p.blob.xp.zeros(p.blob.shape, p.blob.dtype) for p in self.net.learnable_params]
 
     def apply_update(self) -> np.float32:

@@ -93,10 +93,11 @@ class Solver:
     ``net``, ``test_nets``, ``iter``; plus ``param``, ``current_step`` and ``smoothed_loss``.
     ``iteration_hooks`` are called with an IterationStats after every iteration,
     ``snapshot_hooks`` with (caffemodel, solverstate) after every snapshot.  Subclasses give the
-    update rule (``apply_update``) and its saved state.
+    update rule (``apply_update``) and its saved state.  ``math`` is the nets' GEMM precision on a
+    GPU: "strict" float32 or the opt-in "tf32" (see core/workspace.py).
     """
 
-    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu"):
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu", math: str = "strict"):
         if isinstance(solver, pb.SolverParameter):
             self.param = pb.SolverParameter()
             self.param.CopyFrom(solver)
@@ -108,13 +109,13 @@ class Solver:
         if len(sources) != 1:
             raise MemnetError("the solver must name exactly one train net with one of net, net_param, train_net, "
                               f"train_net_param (it gives {', '.join(sources) or 'none'})")
-        self.device = device
+        self.device, self.math = device, math
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             set_random_seed(param.random_seed)
         log.info("Creating training net from %s", f"net file: {getattr(param, sources[0])}"
                  if sources[0] in ("net", "train_net") else sources[0])
-        self.net = build_net(self._train_source(), TRAIN, param.train_state, device)
+        self.net = build_net(self._train_source(), TRAIN, param.train_state, device, math)
         for weights in param.weights:
             for path in weights.split(","):
                 log.info("Finetuning from %s", path)
@@ -157,7 +158,7 @@ class Solver:
         nets = []
         for i, (label, source) in enumerate(sources):
             log.info("Creating test net (#%d) specified by %s", i, label)
-            nets.append(build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
+            nets.append(build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device, self.math))
         return nets
 
     def _check_snapshot_prefix(self) -> None:
