@@ -6,6 +6,10 @@ from typing import Iterable
 import numpy as np
 
 from .backend import CPU, array_module, host_assignable, to_numpy
+from .errors import ReleasedBlobError
+
+# Stands for an array the net freed (memory plan): reading it raises instead of giving zeros.
+RELEASED = object()
 
 
 class Blob:
@@ -15,9 +19,13 @@ class Blob:
     backward keep only their data.  ``data`` / ``diff`` are writable arrays (NumPy on
     the CPU, CuPy on the GPU, where ``blob.data[...] = numpy_array`` copies to the device as
     in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.
+
+    A net running its memory plan *releases* arrays nobody will read again; reading a released
+    array raises ``ReleasedBlobError`` naming the blob, until a layer writes it again (``renew``).
     """
 
-    def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU):
+    def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU, name: str = ""):
+        self.name = name
         self.device = device
         self.xp = array_module(device)
         self.dtype = np.dtype(dtype)
@@ -62,8 +70,14 @@ class Blob:
             return
         same_count = int(np.prod(shape, dtype=np.int64)) == self.count
         self._shape = shape
-        self._data = self._data.reshape(shape) if same_count and self._data is not None else None
-        self._diff = self._diff.reshape(shape) if same_count and self._diff is not None else None
+        self._data = self._reshaped(self._data, shape, same_count)
+        self._diff = self._reshaped(self._diff, shape, same_count)
+
+    @staticmethod
+    def _reshaped(array, shape, same_count: bool):
+        if array is None or array is RELEASED:
+            return array
+        return array.reshape(shape) if same_count else None
 
     def reshape_like(self, other: "Blob") -> None:
         self.reshape(other.shape)
@@ -73,6 +87,8 @@ class Blob:
     def data(self):
         if self._data is None:
             self._data = self.xp.zeros(self._shape, self.dtype)
+        elif self._data is RELEASED:
+            raise self._released_error("data")
         return self._handed_out(self._data)
 
     @data.setter
@@ -83,6 +99,8 @@ class Blob:
     def diff(self):
         if self._diff is None:
             self._diff = self.xp.zeros(self._shape, self.dtype)
+        elif self._diff is RELEASED:
+            raise self._released_error("diff")
         return self._handed_out(self._diff)
 
     @diff.setter
@@ -100,9 +118,16 @@ class Blob:
             value = value.astype(self.dtype)
         return value
 
+    def _released_error(self, what: str) -> ReleasedBlobError:
+        name = f"blob '{self.name}'" if self.name else "this blob"
+        return ReleasedBlobError(
+            f"the {what} of {name} was freed after its last use (a net keeps only what its memory plan needs "
+            "when run with keep_intermediates=False or by a solver step); ask for it with "
+            f"net.forward(blobs=[...]) or run net.forward() / net.backward(), which keep every blob")
+
     @property
     def has_diff(self) -> bool:
-        return self._diff is not None
+        return self._diff is not None and self._diff is not RELEASED
 
     def share_data(self, other: "Blob") -> None:
         """Use ``other``'s data array (Caffe's ShareData); shapes must match in count."""
@@ -112,9 +137,30 @@ class Blob:
         self._diff = other.diff.reshape(self._shape)
 
     def release(self) -> None:
-        """Free both arrays (they are reallocated as zeros on next use)."""
-        self._data = None
-        self._diff = None
+        """Free both arrays; reading them raises ``ReleasedBlobError`` until they are written again."""
+        self.release_data()
+        self.release_diff()
+
+    def release_data(self) -> None:
+        self._data = RELEASED
+
+    def release_diff(self) -> None:
+        self._diff = RELEASED
+
+    @property
+    def data_released(self) -> bool:
+        return self._data is RELEASED
+
+    @property
+    def diff_released(self) -> bool:
+        return self._diff is RELEASED
+
+    def renew(self, data: bool = True, diff: bool = False) -> None:
+        """Make released arrays writable again (zeros on next use); live arrays are kept."""
+        if data and self._data is RELEASED:
+            self._data = None
+        if diff and self._diff is RELEASED:
+            self._diff = None
 
     def host_data(self) -> np.ndarray:
         return to_numpy(self.data)
@@ -123,7 +169,8 @@ class Blob:
         return to_numpy(self.diff)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._data, self._diff) if a is not None)
+        return sum(a.nbytes for a in (self._data, self._diff) if a is not None and a is not RELEASED)
 
     def __repr__(self) -> str:
-        return f"Blob(shape={self._shape}, dtype={self.dtype.name}, device={self.device!r})"
+        name = f"{self.name!r}, " if self.name else ""
+        return f"Blob({name}shape={self._shape}, dtype={self.dtype.name}, device={self.device!r})"

@@ -44,6 +44,17 @@ class Layer:
     Subclasses implement ``reshape`` and ``forward_cpu`` / ``backward_cpu`` (NumPy), and
     ``forward_gpu`` / ``backward_gpu`` (CuPy kernels) where the GPU path differs.
     Backward *overwrites* bottom diffs and *accumulates* into parameter diffs, as Caffe does.
+
+    The memory contract (Chainer's retain_inputs / retain_outputs, made explicit; the net's memory
+    plan, core/memory_plan.py, relies on it and tests/test_memory_contract.py checks it):
+
+        Backward reads only top diffs, parameter blobs, the data of the bottoms listed by
+        ``backward_inputs()`` and of the tops listed by ``backward_outputs()`` (as they are when
+        backward runs: for an in-place blob, the last in-place layer's output), and the arrays
+        forward stored in the attributes named by ``saved_for_backward`` (an in-place layer that
+        needs its input keeps it there).  Forward keeps no other array.  Everything else may be
+        released as soon as forward has read it.  Forward gives each top a new array (or the one
+        in ``planned_outputs``) unless it may overwrite its input; backward gives bottoms new diffs.
     """
 
     type: ClassVar[str] = ""
@@ -54,6 +65,9 @@ class Layer:
     min_tops: ClassVar[int | None] = None
     # Loss layers weight their first top by 1 unless loss_weight says otherwise.
     is_loss: ClassVar[bool] = False
+    # Attributes that forward sets and backward reads (see the memory contract above); the net
+    # drops them after backward.
+    saved_for_backward: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, param: pb.LayerParameter, device: str = CPU, dtype=np.float32, net_dir: str = "."):
         self.param = pb.LayerParameter()
@@ -68,6 +82,9 @@ class Layer:
         self.loss_weights: list[float] = []
         # Set by the Net: False when no backward will run, so forward need not keep inputs.
         self.needs_backward = True
+        # Set by the net's memory plan for one forward: top index -> the array to write it into
+        # (a slice of a Concat's output: zero-copy concat).
+        self.planned_outputs: dict[int, object] = {}
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -138,6 +155,29 @@ class Layer:
         x = bottoms[0].data
         return x if self.may_overwrite_input(bottoms, tops) and x.flags.c_contiguous else None
 
+    # ------------------------------------------------------------------ memory contract
+    def backward_inputs(self) -> tuple[int, ...]:
+        """Indices of the bottoms whose data backward reads (the safe default: all of them)."""
+        return tuple(range(len(self.param.bottom)))
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        """Indices of the tops whose data backward reads (the safe default: all of them)."""
+        return tuple(range(len(self.param.top)))
+
+    def writes_planned_output(self, top_index: int) -> bool:
+        """True if forward writes top ``top_index`` into ``planned_outputs[top_index]`` when given one."""
+        return False
+
+    def recompute_outputs(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> bool:
+        """Recompute the tops' data from the bottoms and saved state, without side effects, for a
+        backward that needs them after the net released them; False when this layer cannot."""
+        return False
+
+    def drop_saved(self) -> None:
+        """Forget what forward saved for backward (after backward ran)."""
+        for name in self.saved_for_backward:
+            setattr(self, name, None)
+
     def loss(self, top_index: int) -> float:
         return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
 
@@ -147,6 +187,9 @@ class Layer:
     # ------------------------------------------------------------------ compute
     def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> float:
         """Reshape, run forward on the blobs' device, and return this layer's weighted loss."""
+        for top in tops:
+            if not any(top is bottom for bottom in bottoms):
+                top.renew()  # forward writes it again
         self.reshape(bottoms, tops)
         if self.on_gpu:
             self.forward_gpu(bottoms, tops)
@@ -159,6 +202,9 @@ class Layer:
         return loss
 
     def backward(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
+        for bottom, wanted in zip(bottoms, propagate_down):
+            if wanted:
+                bottom.renew(data=False, diff=True)  # backward writes it again
         if self.on_gpu:
             self.backward_gpu(tops, propagate_down, bottoms)
         else:
@@ -184,6 +230,9 @@ class DataLayer(Layer):
     """A layer that only produces tops (Input, HDF5Data): nothing to back-propagate."""
 
     exact_bottoms = 0
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         pass

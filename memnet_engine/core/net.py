@@ -18,6 +18,7 @@ from .backend import CPU, GPU, parse_device
 from .blob import Blob
 from .errors import MemnetError, NetError
 from .layer import Layer, create_layer
+from .memory_plan import Schedule, run_backward, run_forward
 from .net_param import filter_net, insert_splits, upgrade_net_input
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
@@ -96,6 +97,7 @@ class Net:
         self._param_owner: dict[str, tuple[str, int]] = {}
         self._build(param, net_dir)
         self._plan_backward()
+        self.schedule = Schedule(self)
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
         self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
@@ -129,7 +131,7 @@ class Net:
                     raise NetError(f"layer '{lp.name}' ({lp.type}): top blob '{name}' is produced by more "
                                    "than one layer")
                 else:
-                    blob = Blob((), self.dtype, self.device)
+                    blob = Blob((), self.dtype, self.device, name=name)
                     self.blobs[name] = blob
                     self._blob_needs_backward[name] = False
                     tops.append(blob)
@@ -248,46 +250,29 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.reshape(*self._layer_blobs(i))
 
-    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True) -> float:
+    def fuse_units(self, enabled: bool = True) -> None:
+        """Run each BatchNorm -> Scale -> ReLU chain as one fused operation (the default) or layer by layer."""
+        self.schedule = Schedule(self, fuse=enabled)
+
+    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True,
+                      keep: Sequence[str] = ()) -> float:
         """Run layers ``start..end`` (inclusive) and return the total weighted loss.
 
-        With ``keep_intermediates=False`` each blob is freed right after its last reader
-        (inference with bounded memory; outputs and inputs are kept).
+        With ``keep_intermediates=False`` the memory plan frees each blob after its last reader
+        (outputs, inputs and the blobs named in ``keep`` are kept; reading a freed blob raises).
         """
         end = len(self.layers) - 1 if end is None else end
-        last_use = self._last_use() if not keep_intermediates else {}
-        keep = set(self.outputs) | set(self.inputs)
-        loss = 0.0
-        for i in range(start, end + 1):
-            bottoms, tops = self._layer_blobs(i)
-            try:
-                loss += self.layers[i].forward(bottoms, tops)
-            except MemnetError:
-                raise
-            except ValueError as ex:
-                raise NetError(f"layer '{self.layers[i].name}' ({self.layers[i].type}) forward: {ex}") from ex
-            for name in last_use.get(i, ()):
-                if name not in keep:
-                    self.blobs[name].release()
-        return loss
+        steps = self.schedule.forward_steps(start, end)
+        plan = None if keep_intermediates else self.schedule.plan(steps, self._kept(keep), backward=False)
+        return run_forward(self, steps, plan)
 
-    def _last_use(self) -> dict[int, list[str]]:
-        last: dict[str, int] = {}
-        for i in range(len(self.layers)):
-            for name in self.bottom_names[i] + self.top_names[i]:
-                last[name] = i
-        by_layer: dict[int, list[str]] = {}
-        for name, i in last.items():
-            by_layer.setdefault(i, []).append(name)
-        return by_layer
+    def _kept(self, extra: Sequence[str] = ()) -> set[str]:
+        return set(self.outputs) | set(self.inputs) | set(extra)
 
     def backward_range(self, start: "int | None" = None, end: int = 0) -> None:
         """Back-propagate through layers ``start`` down to ``end`` (inclusive)."""
         start = len(self.layers) - 1 if start is None else start
-        for i in range(start, end - 1, -1):
-            if self.layer_need_backward[i]:
-                bottoms, tops = self._layer_blobs(i)
-                self.layers[i].backward(tops, self.bottom_need_backward[i], bottoms)
+        run_backward(self, self.schedule.backward_steps(start, end))
 
     def forward(self, blobs: "Sequence[str] | None" = None, start: "str | None" = None,
                 end: "str | None" = None, keep_intermediates: bool = True, **inputs) -> dict:
@@ -297,9 +282,12 @@ class Net:
                 raise KeyError(f"'{name}' is not an input of net '{self.name}' (inputs: {self.inputs})")
             self.blobs[name].data[...] = self.blobs[name].xp.asarray(value)
         end_i = self._index(end, len(self.layers) - 1)
-        self.forward_range(self._index(start, 0), end_i, keep_intermediates)
         names = list(self.outputs) if end is None else list(self.top_names[end_i])
         names += [b for b in (blobs or ()) if b not in names]
+        unknown = [name for name in names if name not in self.blobs]
+        if unknown:
+            raise KeyError(f"no blob named {unknown} in net '{self.name}'")
+        self.forward_range(self._index(start, 0), end_i, keep_intermediates, keep=names)
         return {name: self.blobs[name].data for name in names}
 
     def backward(self, diffs: "Sequence[str] | None" = None, start: "str | None" = None,
@@ -313,10 +301,20 @@ class Net:
         names = list(self.inputs) + [d for d in (diffs or ()) if d not in self.inputs]
         return {name: self.blobs[name].diff for name in names}
 
-    def forward_backward(self) -> float:
-        """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
-        loss = self.forward_range()
-        self.backward_range()
+    def forward_backward(self, keep_intermediates: bool = True) -> float:
+        """One forward and backward pass; returns the loss (Caffe's ForwardBackward).
+
+        With ``keep_intermediates=False`` (a solver step) the memory plan frees what no later layer
+        needs: afterwards only outputs, inputs, parameters and their gradients can be read.
+        """
+        if keep_intermediates:
+            loss = self.forward_range()
+            self.backward_range()
+            return loss
+        steps = self.schedule.forward_steps(0, len(self.layers) - 1)
+        plan = self.schedule.plan(steps, self._kept(), backward=True)
+        loss = run_forward(self, steps, plan)
+        run_backward(self, steps, plan)
         return loss
 
     def clear_param_diffs(self) -> None:

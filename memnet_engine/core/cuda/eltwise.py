@@ -9,11 +9,12 @@ from ..backend import cupy_module
 from .loader import NULL, contiguous, empty_like, launch, scalar
 
 
-def weighted_sum(arrays: Sequence, coeffs: Sequence[float]):
-    """``sum_k coeffs[k] * arrays[k]`` as a new array, added left to right (as NumPy would)."""
+def weighted_sum(arrays: Sequence, coeffs: Sequence[float], out=None):
+    """``sum_k coeffs[k] * arrays[k]`` into ``out`` (C-contiguous) or a new array, added left to right
+    (as NumPy would)."""
     first = contiguous(arrays[0])
     dt = first.dtype
-    out = empty_like(first)
+    out = empty_like(first) if out is None else out
     if len(arrays) == 1:
         launch("eltwise", "weighted_sum", dt, out.size, scalar(coeffs[0], dt), first, scalar(0, dt), NULL, out)
         return out

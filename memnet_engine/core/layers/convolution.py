@@ -106,6 +106,12 @@ class ConvolutionLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
+    def backward_inputs(self) -> tuple[int, ...]:
+        return (0,)  # the weight gradient reads the input (and the input gradient the weights)
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
+
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.convolution_param
         if p.axis != 1 or bottoms[0].num_axes != 4:

@@ -171,7 +171,7 @@ class Solver:
             display = p.display and self.iter % p.display == 0
             loss = f32(0)
             for _ in range(p.iter_size):
-                loss += f32(self.net.forward_backward())
+                loss += f32(self.net.forward_backward(keep_intermediates=False))
             loss /= f32(p.iter_size)
             if not np.isfinite(loss):
                 raise TrainingDiverged(f"iteration {self.iter}: the loss is {float(loss)}; training stopped before "

@@ -1,0 +1,292 @@
+"""What a net runs, and when each blob array lives: the schedule and the memory plan.
+
+The schedule is the net's layers in order, except that each BatchNorm -> Scale -> ReLU chain runs as
+one fused unit (layers/bn_scale_relu.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
+keeping every blob.  The planned path (``keep_intermediates=False``: inference, and a solver step
+through ``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what
+each layer declares its backward reads (the contract in core/layer.py; Chainer's retain_inputs /
+retain_outputs, made explicit):
+
+- a blob's data is released after its last forward reader, unless a backward reads it: then after
+  the last of those backwards;
+- data a backward needs that its producer can recompute cheaply from inputs kept anyway (the fused
+  unit's output, read by the next convolution's weight gradient) is released after forward too and
+  recomputed just before the first backward that reads it;
+- a diff lives from the backward of its consumer, which writes it, to the backward of its producer;
+- what a layer saved for backward is dropped once its backward ran;
+- a Concat's bottom whose producer can write into a given array (Eltwise SUM) is written straight
+  into its slice of the Concat's output (zero-copy concat), where that slice is contiguous (always on
+  the CPU, where NumPy takes strided outputs), and nothing rewrites that bottom in place.
+
+The net's outputs and inputs (and any blob asked for) are kept; a released array raises
+``ReleasedBlobError`` when read.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import MemnetError, NetError
+from .layer import Layer
+from .layers.bn_scale_relu import BatchNormScaleReLU, fusable
+from .layers.concat import ConcatLayer
+from .layers.split import SplitLayer
+
+if TYPE_CHECKING:
+    from .net import Net
+
+
+@dataclass
+class Step:
+    """One thing the net runs: a layer, or a fused unit of the net layers ``first..last``."""
+
+    layer: Layer
+    first: int
+    last: int
+    bottoms: list[str]
+    tops: list[str]
+    need_backward: bool
+    propagate_down: list[bool]
+
+
+@dataclass
+class Placement:
+    """Bottom ``bottom`` of the Concat at step ``concat`` is written by step ``producer``'s top ``top``."""
+
+    concat: int
+    bottom: int
+    producer: int
+    top: int
+
+
+@dataclass
+class MemoryPlan:
+    """Per step index: blobs to release after its forward / backward, producers to recompute before its
+    backward, and the zero-copy Concat placements."""
+
+    free_after_forward: list[list[str]]
+    free_after_backward: list[list[str]]
+    free_diff_after_backward: list[list[str]]
+    recompute_before_backward: list[list[int]]
+    placements: list[Placement] = field(default_factory=list)
+
+
+class Schedule:
+    """The steps of a net and the memory plans made for them (cached per range, kept blobs and shapes)."""
+
+    def __init__(self, net: "Net", fuse: bool = True):
+        self.net = net
+        self.layer_steps = [Step(layer, i, i, net.bottom_names[i], net.top_names[i], net.layer_need_backward[i],
+                                 net.bottom_need_backward[i]) for i, layer in enumerate(net.layers)]
+        self.units: dict[int, Step] = self._fused_units() if fuse else {}
+        self.unit_of = {i: unit.first for unit in self.units.values() for i in range(unit.first, unit.last + 1)}
+        self.ran_fused: set[int] = set()  # units whose last forward ran fused (backward must match)
+        self._plans: dict[tuple, MemoryPlan] = {}
+
+    def _fused_units(self) -> dict[int, Step]:
+        net, units, i = self.net, {}, 0
+        while i + 2 < len(net.layers):
+            chain = slice(i, i + 3)
+            if net.layers[i].type == "BatchNorm" and fusable(
+                    net.layers[chain], net.bottom_names[chain], net.top_names[chain], net.layer_need_backward[chain],
+                    net.bottom_need_backward[chain], net.blobs[net.bottom_names[i][0]].shape):
+                unit = BatchNormScaleReLU(*net.layers[chain])
+                units[i] = Step(unit, i, i + 2, list(net.bottom_names[i]), list(net.top_names[i + 2]),
+                                unit.needs_backward, [net.bottom_need_backward[i][0]])
+                i += 3
+            else:
+                i += 1
+        return units
+
+    def forward_steps(self, start: int, end: int) -> list[Step]:
+        """Steps running layers ``start..end``: units wholly inside fused, the others layer by layer."""
+        steps, i = [], start
+        while i <= end:
+            unit = self.units.get(i)
+            if unit is not None and unit.last <= end:
+                self.ran_fused.add(i)
+                steps.append(unit)
+                i = unit.last + 1
+                continue
+            self.ran_fused.discard(self.unit_of.get(i))
+            steps.append(self.layer_steps[i])
+            i += 1
+        return steps
+
+    def backward_steps(self, start: int, end: int) -> list[Step]:
+        """Steps back-propagating through layers ``end..start``, matching how forward ran them."""
+        steps, i = [], end
+        while i <= start:
+            first = self.unit_of.get(i)
+            if first in self.ran_fused:
+                unit = self.units[first]
+                if first < i or unit.last > start:
+                    raise NetError(f"backward cannot start or end inside the fused unit '{unit.layer.name}' (its "
+                                   "forward ran as one operation): give a range that holds all three layers")
+                steps.append(unit)
+                i = unit.last + 1
+                continue
+            steps.append(self.layer_steps[i])
+            i += 1
+        return steps
+
+    def plan(self, steps: list[Step], keep: Iterable[str], backward: bool) -> MemoryPlan:
+        keep = frozenset(keep)
+        shapes = tuple(blob.shape for blob in self.net.blobs.values())
+        key = (tuple(id(s) for s in steps), keep, backward, shapes)
+        if key not in self._plans:
+            self._plans.clear()  # one shape at a time: a new input size replaces the old plans
+            self._plans[key] = make_plan(steps, self.net, keep, backward)
+        return self._plans[key]
+
+
+# ---------------------------------------------------------------------------------------- planning
+def make_plan(steps: list[Step], net: "Net", keep: frozenset, backward: bool) -> MemoryPlan:
+    """The memory plan of one pass over ``steps`` (forward, and backward too when ``backward``)."""
+    n = len(steps)
+    plan = MemoryPlan([[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)])
+    producer: dict[str, int] = {}
+    writers: dict[str, list[int]] = {}
+    last_forward: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}  # backward readers of each blob's data
+    for s, step in enumerate(steps):
+        for name in step.tops:
+            writers.setdefault(name, []).append(s)
+            if name not in step.bottoms:
+                producer.setdefault(name, s)
+        for name in step.bottoms + step.tops:
+            last_forward[name] = s
+        if backward and step.need_backward:
+            needed = [step.bottoms[i] for i in step.layer.backward_inputs()]
+            needed += [step.tops[i] for i in step.layer.backward_outputs()]
+            for name in dict.fromkeys(needed):
+                readers.setdefault(name, []).append(s)
+    released = [name for name in producer if name not in keep]
+    recomputed = {name for name in released if _recomputable(name, steps, producer, writers, readers, keep)}
+    for name in released:
+        reads = readers.get(name)
+        if reads and name not in recomputed:
+            plan.free_after_backward[min(reads)].append(name)
+        else:
+            plan.free_after_forward[last_forward[name]].append(name)
+        if name in recomputed:
+            plan.recompute_before_backward[max(reads)].append(producer[name])
+            plan.free_after_backward[min(reads)].append(name)
+        if backward:
+            plan.free_diff_after_backward[producer[name]].append(name)
+    plan.placements = _zero_copy_concats(steps, net, producer, writers)
+    return plan
+
+
+def _recomputable(name: str, steps: list[Step], producer: dict, writers: dict, readers: dict, keep) -> bool:
+    """A blob a backward reads that its producer can recompute from bottoms alive at that time."""
+    if name not in readers:
+        return False
+    p = producer[name]
+    layer = steps[p].layer
+    if type(layer).recompute_outputs is Layer.recompute_outputs or writers[name] != [p]:
+        return False
+    first_use = max(readers[name])  # backward runs last step first
+    for bottom in steps[p].bottoms:
+        if bottom in keep:
+            continue
+        # alive then only if kept for a backward no earlier (in time) than that one, and never rewritten
+        if bottom not in readers or min(readers[bottom]) > first_use or any(w > p for w in writers.get(bottom, ())):
+            return False
+        if bottom in producer and _recomputable(bottom, steps, producer, writers, readers, keep):
+            return False
+    return True
+
+
+def _zero_copy_concats(steps: list[Step], net: "Net", producer: dict, writers: dict) -> list[Placement]:
+    placements, placed = [], set()
+    split_source = {top: step.bottoms[0] for step in steps if isinstance(step.layer, SplitLayer) for top in step.tops}
+    aliases: dict[str, list[str]] = {}
+    for top, source in split_source.items():
+        aliases.setdefault(source, []).append(top)
+    for c, step in enumerate(steps):
+        concat = step.layer
+        if not isinstance(concat, ConcatLayer) or len(step.bottoms) < 2:
+            continue
+        top_shape = net.blobs[step.tops[0]].shape
+        contiguous = math.prod(top_shape[:concat.axis]) == 1
+        for i, name in enumerate(step.bottoms):
+            source = split_source.get(name, name)
+            p = producer.get(source)
+            if source in placed or p is None or p > c or not (contiguous or not concat.on_gpu):
+                continue
+            j = steps[p].tops.index(source)
+            if not steps[p].layer.writes_planned_output(j) or writers[source] != [p] or any(
+                    writers[alias] != [producer[alias]] for alias in aliases.get(source, ())):
+                continue  # rewritten in place somewhere: the slice would not hold what Concat must copy
+            placed.add(source)
+            placements.append(Placement(c, i, p, j))
+    return placements
+
+
+# ---------------------------------------------------------------------------------------- running
+def _blobs(net: "Net", step: Step) -> tuple[list, list]:
+    return [net.blobs[name] for name in step.bottoms], [net.blobs[name] for name in step.tops]
+
+
+def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None) -> float:
+    """Forward through ``steps``; with a plan, release and place blobs as it says.  Returns the loss."""
+    loss = 0.0
+    buffers: dict[int, object] = {}  # zero-copy Concat outputs, by concat step, until the Concat ran
+    for s, step in enumerate(steps):
+        bottoms, tops = _blobs(net, step)
+        layer = step.layer
+        if plan is not None:
+            _set_placements(net, steps, plan, s, buffers)
+        try:
+            loss += layer.forward(bottoms, tops)
+        except MemnetError:
+            raise
+        except ValueError as ex:
+            raise NetError(f"layer '{layer.name}' ({layer.type}) forward: {ex}") from ex
+        finally:
+            if layer.planned_outputs:
+                layer.planned_outputs = {}
+                if isinstance(layer, ConcatLayer):
+                    layer.bottoms_in_place = frozenset()
+        if plan is not None:
+            for name in plan.free_after_forward[s]:
+                net.blobs[name].release()
+    return loss
+
+
+def _set_placements(net: "Net", steps: list[Step], plan: MemoryPlan, s: int, buffers: dict) -> None:
+    for placement in plan.placements:
+        c = placement.concat
+        if placement.producer == s:
+            concat = steps[c].layer
+            if c not in buffers:
+                top = net.blobs[steps[c].tops[0]]
+                buffers[c] = concat.xp.empty(top.shape, concat.dtype)
+            steps[s].layer.planned_outputs[placement.top] = concat.output_slice(buffers[c], placement.bottom)
+        if c == s and c in buffers:
+            concat = steps[c].layer
+            concat.planned_outputs = {0: buffers.pop(c)}
+            concat.bottoms_in_place = frozenset(p.bottom for p in plan.placements if p.concat == c)
+
+
+def run_backward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None) -> None:
+    """Backward through ``steps`` (last first); with a plan, recompute and release as it says."""
+    for blob in net.blobs.values():
+        blob.renew(data=False, diff=True)  # a diff nobody writes this pass reads as zeros, as in Caffe
+    for s in reversed(range(len(steps))):
+        step = steps[s]
+        if plan is not None:
+            for p in plan.recompute_before_backward[s]:
+                if not steps[p].layer.recompute_outputs(*_blobs(net, steps[p])):
+                    raise RuntimeError(f"layer '{steps[p].layer.name}' could not recompute its output")
+        if step.need_backward:
+            bottoms, tops = _blobs(net, step)
+            step.layer.backward(tops, step.propagate_down, bottoms)
+        if plan is not None:
+            step.layer.drop_saved()
+            for name in plan.free_after_backward[s]:
+                net.blobs[name].release_data()
+            for name in plan.free_diff_after_backward[s]:
+                net.blobs[name].release_diff()
