@@ -47,6 +47,25 @@ __device__ void block_merge_moments(T& n, T& mean, T& m2, T* shared) {
   __syncthreads();
 }
 
+// block_sum (common.cuh) of two values at once: one barrier tree.  `shared` holds 2 * BLOCK_THREADS.
+template <typename T>
+__device__ void block_sum_pair(T& a, T& b, T* shared) {
+  const int t = threadIdx.x;
+  shared[t] = a;
+  shared[BLOCK_THREADS + t] = b;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) {
+      shared[t] += shared[t + half];
+      shared[BLOCK_THREADS + t] += shared[BLOCK_THREADS + t + half];
+    }
+    __syncthreads();
+  }
+  a = shared[0];
+  b = shared[BLOCK_THREADS];
+  __syncthreads();
+}
+
 // Per (channel c = blockIdx.y, chunk k = blockIdx.x of gridDim.x): the count, mean and M2 of the
 // elements of channel c whose position j = o * inner + i (o < outer, i < inner) lies in chunk k,
 // written at part_*[c * chunks + k] (Welford per thread, then a merge across the block).
@@ -128,7 +147,7 @@ __global__ void bsr_forward(const int count, const T* x, const T* mean, const T*
 template <typename T>
 __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* mean, const T* std, const T slope,
                                   const int outer, const int channels, const int inner, T* part_du, T* part_du_z) {
-  __shared__ T shared[BLOCK_THREADS];
+  __shared__ T shared[2 * BLOCK_THREADS];
   const int c = blockIdx.y;
   const int chunks = gridDim.x;
   const int length = outer * inner;
@@ -145,8 +164,7 @@ __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* 
     sum += du;
     dot += du * z;
   }
-  sum = block_sum(sum, shared);
-  dot = block_sum(dot, shared);
+  block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {
     part_du[c * chunks + blockIdx.x] = sum;
     part_du_z[c * chunks + blockIdx.x] = dot;
@@ -160,15 +178,14 @@ __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* 
 template <typename T>
 __global__ void bsr_grad_finish(const T* part_du, const T* part_du_z, const int chunks, const T* gamma,
                                 T* gamma_diff, T* beta_diff, T* sum_dz, T* sum_dz_z) {
-  __shared__ T shared[BLOCK_THREADS];
+  __shared__ T shared[2 * BLOCK_THREADS];
   const int c = blockIdx.x;
   T sum = 0, dot = 0;
   for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
     sum += part_du[c * chunks + k];
     dot += part_du_z[c * chunks + k];
   }
-  sum = block_sum(sum, shared);
-  dot = block_sum(dot, shared);
+  block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {
     if (beta_diff) beta_diff[c] = beta_diff[c] + sum;
     if (gamma_diff) gamma_diff[c] = gamma_diff[c] + dot;

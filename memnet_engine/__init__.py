@@ -11,4 +11,5 @@ from .core.solver import SGDSolver
 __version__ = "0.1.0"
 
 __all__ = ["Blob", "Layer", "MemnetError", "Net", "NetError", "PrototxtError", "ReleasedBlobError", "SGDSolver",
-           "TEST", "TRAIN", "WeightsError", "caffe_pb2", "create_layer", "layer_types", "register", "set_random_seed", "to_numpy"]
+           "TEST", "TRAIN", "WeightsError", "caffe_pb2", "create_layer", "layer_types", "register", "set_random_seed",
+           "to_numpy"]

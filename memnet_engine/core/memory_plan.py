@@ -189,12 +189,12 @@ def _recomputable(name: str, steps: list[Step], producer: dict, writers: dict, r
         return False
     first_use = max(readers[name])  # backward runs last step first
     for bottom in steps[p].bottoms:
-        if bottom in keep:
+        if bottom in keep or bottom not in producer:  # never released by this plan
             continue
         # alive then only if kept for a backward no earlier (in time) than that one, and never rewritten
         if bottom not in readers or min(readers[bottom]) > first_use or any(w > p for w in writers.get(bottom, ())):
             return False
-        if bottom in producer and _recomputable(bottom, steps, producer, writers, readers, keep):
+        if _recomputable(bottom, steps, producer, writers, readers, keep):
             return False
     return True
 
@@ -214,7 +214,7 @@ def _zero_copy_concats(steps: list[Step], net: "Net", producer: dict, writers: d
         for i, name in enumerate(step.bottoms):
             source = split_source.get(name, name)
             p = producer.get(source)
-            if source in placed or p is None or p > c or not (contiguous or not concat.on_gpu):
+            if source in placed or p is None or not (contiguous or not concat.on_gpu):
                 continue
             j = steps[p].tops.index(source)
             if not steps[p].layer.writes_planned_output(j) or writers[source] != [p] or any(

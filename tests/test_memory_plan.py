@@ -1,0 +1,91 @@
+"""The planned path (keep_intermediates=False, solver steps): same numbers as pycaffe's path, blobs freed
+by plan, zero-copy concat, and a clear error for reading what was freed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import memnet_engine as me
+from conftest import GOLDEN_FIXTURES
+from memnet_engine.core.memory_plan import make_plan
+
+TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
+DEPLOY_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt"
+INIT = GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"
+SNAPSHOT = GOLDEN_FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel"
+
+
+def deploy_net() -> me.Net:
+    net = me.Net(DEPLOY_NET, phase=me.TEST, weights=SNAPSHOT)
+    net.blobs["data"].data[...] = np.random.default_rng(0).random(net.blobs["data"].shape)
+    return net
+
+
+def test_forward_keeps_the_blobs_asked_for_and_refuses_freed_ones() -> None:
+    """#12 item 9: a freed blob used to read as zeros; now what was asked for is kept, the rest raises."""
+    net = deploy_net()
+    net.forward()
+    full = {name: blob.data.copy() for name, blob in net.blobs.items()}
+    out = net.forward(blobs=["conv_transition_01"], keep_intermediates=False)
+    np.testing.assert_array_equal(out["conv_transition_01"], full["conv_transition_01"])
+    assert np.abs(out["conv_transition_01"]).max() > 0
+    np.testing.assert_array_equal(out["HR_recovery"], full["HR_recovery"])
+    with pytest.raises(me.ReleasedBlobError, match="blob 'conv1'"):
+        net.blobs["conv1"].data
+    with pytest.raises(me.ReleasedBlobError, match="blob 'concat01'.*net.forward\\(blobs="):
+        net.blobs["concat01"].data
+    net.forward()  # pycaffe's path brings every blob back
+    np.testing.assert_array_equal(net.blobs["conv1"].data, full["conv1"])
+
+
+def test_planned_training_pass_equals_pycaffe_pass_exactly(monkeypatch) -> None:
+    monkeypatch.chdir(GOLDEN_FIXTURES)
+    planned, pycaffe = (me.Net(TRAIN_NET, phase=me.TRAIN, weights=INIT) for _ in range(2))
+    for step in range(2):  # the second pass starts from what the first one freed
+        for net in (planned, pycaffe):
+            net.clear_param_diffs()
+        assert planned.forward_backward(keep_intermediates=False) == pycaffe.forward_backward()
+        for name, params in pycaffe.params.items():
+            for i, p in enumerate(params):
+                np.testing.assert_array_equal(planned.params[name][i].data, p.data, err_msg=f"{name}/{i}")
+                np.testing.assert_array_equal(planned.params[name][i].diff, p.diff, err_msg=f"{name}/{i}")
+    readable = {name for name, blob in planned.blobs.items() if not blob.data_released}
+    assert readable == set(planned.outputs)  # HDF5 tops are not net inputs: freed too
+    assert all(blob.diff_released for name, blob in planned.blobs.items() if name not in readable)
+
+
+def test_plan_of_a_training_step_frees_recomputes_and_places() -> None:
+    net = me.Net(TRAIN_NET, phase=me.TRAIN, weights=INIT)
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
+    plan = make_plan(steps, net, frozenset(net._kept()), backward=True)
+    units = [s for s, step in enumerate(steps) if step.layer.type == "BatchNorm+Scale+ReLU"]
+    assert len(units) == 13
+    recomputed = sorted(sum(plan.recompute_before_backward, []))
+    assert recomputed == units  # every unit output is recomputed for its convolution's backward
+    freed_in_forward = set(sum(plan.free_after_forward, []))
+    assert {steps[u].tops[0] for u in units} <= freed_in_forward
+    assert {steps[u].bottoms[0] for u in units}.isdisjoint(freed_in_forward)  # their backward reads them
+    # zero-copy concat (CPU: strided slices are fine): every Eltwise output lands in its Concat's output
+    placed = {(steps[p.concat].layer.name, steps[p.producer].layer.name) for p in plan.placements}
+    assert placed == {("concat01", "eltwise01_01"), ("concat01", "eltwise01_02"),
+                      ("concat02", "eltwise02_01"), ("concat02", "eltwise02_02")}
+
+
+def test_zero_copy_concat_writes_the_eltwise_outputs_into_the_concat() -> None:
+    net = deploy_net()
+    reference = net.forward()["HR_recovery"].copy()
+    out = net.forward(blobs=["concat01", "eltwise01_01"], keep_intermediates=False)
+    np.testing.assert_array_equal(out["HR_recovery"], reference)
+    concat, eltwise = out["concat01"], out["eltwise01_01"]
+    assert np.shares_memory(concat, eltwise)  # eltwise01_01 is a view of its slice in concat01
+    np.testing.assert_array_equal(concat[:, 8:16], eltwise)
+
+
+def test_fused_units_in_pycaffe_forward_backward_range_rules() -> None:
+    net = deploy_net()
+    unit = next(iter(net.schedule.units.values()))
+    net.forward(end=net.layers[unit.first + 1].name)  # ends inside the unit: runs its layers one by one
+    assert unit.first not in net.schedule.ran_fused
+    net.forward()
+    with pytest.raises(me.NetError, match="fused unit"):
+        net.backward(start=net.layers[unit.first + 1].name)
