@@ -75,15 +75,10 @@ __global__ void bsr_stat_partials(const T* x, const int outer, const int channel
                                   T* part_mean, T* part_m2) {
   __shared__ T shared[3 * BLOCK_THREADS];
   const int c = blockIdx.y;
-  const int chunks = gridDim.x;
-  const int length = outer * inner;
-  const int per_chunk = (length + chunks - 1) / chunks;
-  const int begin = blockIdx.x * per_chunk;
-  const int end = min(length, begin + per_chunk);
+  const Chunk chunk = block_chunk(outer * inner);
   T n = 0, mean = 0, m2 = 0;
-  for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int o = j / inner;
-    const T v = x[(o * channels + c) * inner + (j - o * inner)];
+  for (int j = chunk.begin + threadIdx.x; j < chunk.end; j += blockDim.x) {
+    const T v = x[channel_element(j, c, channels, inner)];
     n = n + T(1);
     const T delta = v - mean;
     mean = mean + delta / n;
@@ -91,7 +86,7 @@ __global__ void bsr_stat_partials(const T* x, const int outer, const int channel
   }
   block_merge_moments(n, mean, m2, shared);
   if (threadIdx.x == 0) {
-    const int slot = c * chunks + blockIdx.x;
+    const int slot = c * gridDim.x + blockIdx.x;
     part_count[slot] = n;
     part_mean[slot] = mean;
     part_m2[slot] = m2;
@@ -149,15 +144,10 @@ __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* 
                                   const int outer, const int channels, const int inner, T* part_du, T* part_du_z) {
   __shared__ T shared[2 * BLOCK_THREADS];
   const int c = blockIdx.y;
-  const int chunks = gridDim.x;
-  const int length = outer * inner;
-  const int per_chunk = (length + chunks - 1) / chunks;
-  const int begin = blockIdx.x * per_chunk;
-  const int end = min(length, begin + per_chunk);
+  const Chunk chunk = block_chunk(outer * inner);
   T sum = 0, dot = 0;
-  for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int o = j / inner;
-    const int index = (o * channels + c) * inner + (j - o * inner);
+  for (int j = chunk.begin + threadIdx.x; j < chunk.end; j += blockDim.x) {
+    const int index = channel_element(j, c, channels, inner);
     const T g = dh[index];
     const T du = h[index] > T(0) ? g : g * slope;
     const T z = (x[index] - mean[c]) / std[c];
@@ -166,8 +156,8 @@ __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* 
   }
   block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {
-    part_du[c * chunks + blockIdx.x] = sum;
-    part_du_z[c * chunks + blockIdx.x] = dot;
+    part_du[c * gridDim.x + blockIdx.x] = sum;
+    part_du_z[c * gridDim.x + blockIdx.x] = dot;
   }
 }
 

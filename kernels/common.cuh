@@ -31,3 +31,21 @@ __device__ T block_sum(T value, T* shared) {
   __syncthreads();
   return total;
 }
+
+// For the per-channel reductions of an array viewed as (outer, channels, inner): the positions
+// j = o * inner + i (o < outer, i < inner) of one channel are cut into gridDim.x equal chunks;
+// block blockIdx.x covers [begin, end) of them, and channel_element gives the element's index.
+struct Chunk {
+  int begin, end;
+};
+
+__device__ inline Chunk block_chunk(const int length) {
+  const int per_chunk = (length + gridDim.x - 1) / gridDim.x;
+  const int begin = blockIdx.x * per_chunk;
+  return Chunk{begin, min(length, begin + per_chunk)};
+}
+
+__device__ inline int channel_element(const int j, const int c, const int channels, const int inner) {
+  const int o = j / inner;
+  return (o * channels + c) * inner + (j - o * inner);
+}

@@ -18,15 +18,11 @@ __global__ void channel_partial_sums(const T* a, const T* b, const T* shift, con
   __shared__ T shared[BLOCK_THREADS];
   const int c = blockIdx.y;
   const int chunks = gridDim.x;
-  const int length = outer * inner;
-  const int per_chunk = (length + chunks - 1) / chunks;
-  const int begin = blockIdx.x * per_chunk;
-  const int end = min(length, begin + per_chunk);
+  const Chunk chunk = block_chunk(outer * inner);
   const T offset = shift ? shift[c] : T(0);
   T sum = 0, dot = 0;
-  for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int o = j / inner;
-    const int index = (o * channels + c) * inner + (j - o * inner);
+  for (int j = chunk.begin + threadIdx.x; j < chunk.end; j += blockDim.x) {
+    const int index = channel_element(j, c, channels, inner);
     const T u = a[index] - offset;
     sum += u;
     dot += u * (b ? b[index] : u);

@@ -73,19 +73,20 @@ class MemoryPlan:
 
 
 class Schedule:
-    """The steps of a net and the memory plans made for them (cached per range, kept blobs and shapes)."""
+    """The steps of a net and the memory plans made for them (cached per range, kept blobs and shapes).
+    It holds no reference to the net (no cycle: a net's arrays go as soon as the net does)."""
 
     def __init__(self, net: "Net", fuse: bool = True):
-        self.net = net
         self.layer_steps = [Step(layer, i, i, net.bottom_names[i], net.top_names[i], net.layer_need_backward[i],
                                  net.bottom_need_backward[i]) for i, layer in enumerate(net.layers)]
-        self.units: dict[int, Step] = self._fused_units() if fuse else {}
+        self.units: dict[int, Step] = self._fused_units(net) if fuse else {}
         self.unit_of = {i: unit.first for unit in self.units.values() for i in range(unit.first, unit.last + 1)}
         self.ran_fused: set[int] = set()  # units whose last forward ran fused (backward must match)
         self._plans: dict[tuple, MemoryPlan] = {}
 
-    def _fused_units(self) -> dict[int, Step]:
-        net, units, i = self.net, {}, 0
+    @staticmethod
+    def _fused_units(net: "Net") -> dict[int, Step]:
+        units, i = {}, 0
         while i + 2 < len(net.layers):
             chain = slice(i, i + 3)
             if net.layers[i].type == "BatchNorm" and fusable(
@@ -131,13 +132,13 @@ class Schedule:
             i += 1
         return steps
 
-    def plan(self, steps: list[Step], keep: Iterable[str], backward: bool) -> MemoryPlan:
+    def plan(self, net: "Net", steps: list[Step], keep: Iterable[str], backward: bool) -> MemoryPlan:
         keep = frozenset(keep)
-        shapes = tuple(blob.shape for blob in self.net.blobs.values())
+        shapes = tuple(blob.shape for blob in net.blobs.values())
         key = (tuple(id(s) for s in steps), keep, backward, shapes)
         if key not in self._plans:
             self._plans.clear()  # one shape at a time: a new input size replaces the old plans
-            self._plans[key] = make_plan(steps, self.net, keep, backward)
+            self._plans[key] = make_plan(steps, net, keep, backward)
         return self._plans[key]
 
 

@@ -263,7 +263,7 @@ class Net:
         """
         end = len(self.layers) - 1 if end is None else end
         steps = self.schedule.forward_steps(start, end)
-        plan = None if keep_intermediates else self.schedule.plan(steps, self._kept(keep), backward=False)
+        plan = None if keep_intermediates else self.schedule.plan(self, steps, self._kept(keep), backward=False)
         return run_forward(self, steps, plan)
 
     def _kept(self, extra: Sequence[str] = ()) -> set[str]:
@@ -312,7 +312,7 @@ class Net:
             self.backward_range()
             return loss
         steps = self.schedule.forward_steps(0, len(self.layers) - 1)
-        plan = self.schedule.plan(steps, self._kept(), backward=True)
+        plan = self.schedule.plan(self, steps, self._kept(), backward=True)
         loss = run_forward(self, steps, plan)
         run_backward(self, steps, plan)
         return loss

@@ -114,3 +114,27 @@ def test_gpu_blobs_take_host_arrays_like_pycaffe(gpu) -> None:
     net.blobs["data"].data = image * 2  # the setter copies host arrays to the device too
     assert isinstance(net.blobs["data"]._data, gpu.ndarray)
     np.testing.assert_array_equal(net.blobs["data"].host_data(), image * 2)
+
+
+def test_planned_training_pass_equals_pycaffe_pass_on_gpu(gpu, monkeypatch) -> None:
+    """Freed blobs, unit outputs recomputed by the fused kernel: the same gradients, bit for bit."""
+    monkeypatch.chdir(GOLDEN_FIXTURES)
+    planned, pycaffe = (me.Net(TRAIN_NET, phase=me.TRAIN, weights=INIT, device="gpu") for _ in range(2))
+    for net, keep in ((planned, False), (pycaffe, True)):
+        net.clear_param_diffs()
+        net.forward_backward(keep_intermediates=keep)
+    for layer_name, params in pycaffe.params.items():
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(host(planned.params[layer_name][i].diff), host(p.diff), f"{layer_name}/{i}")
+    assert {name for name, blob in planned.blobs.items() if not blob.data_released} == set(planned.outputs)
+
+
+def test_inference_writes_eltwise_outputs_into_their_concat(gpu) -> None:
+    """Zero-copy concat where the slice is contiguous on the device: one image (channel slices)."""
+    net = me.Net(DEPLOY_NET, phase=me.TEST, weights=SNAPSHOT, device="gpu")
+    image = np.random.default_rng(1).random((1, 1, 16, 14))
+    reference = host(net.forward(data=image)["HR_recovery"])
+    out = net.forward(data=image, blobs=["concat01", "eltwise01_01"], keep_intermediates=False)
+    assert gpu.shares_memory(out["concat01"], out["eltwise01_01"])
+    np.testing.assert_array_equal(host(out["concat01"])[:, 8:16], host(out["eltwise01_01"]))
+    np.testing.assert_array_equal(host(out["HR_recovery"]), reference)

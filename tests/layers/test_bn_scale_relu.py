@@ -43,7 +43,7 @@ def test_planned_pass_recomputes_the_unit_output_and_equals_pycaffe_pass() -> No
     with pytest.raises(me.ReleasedBlobError, match="blob 'h'"):
         planned.blobs["h"].data
     steps = planned.schedule.forward_steps(0, len(planned.layers) - 1)
-    plan = planned.schedule.plan(steps, planned._kept(), backward=True)
+    plan = planned.schedule.plan(planned, steps, planned._kept(), backward=True)
     unit = next(s for s, step in enumerate(steps) if step.layer.type == "BatchNorm+Scale+ReLU")
     assert plan.recompute_before_backward[unit + 1] == [unit]  # before the next convolution's backward
     assert "h" in plan.free_after_forward[unit + 1]  # so h is not kept between forward and backward
