@@ -89,3 +89,17 @@ def test_fused_units_in_pycaffe_forward_backward_range_rules() -> None:
     net.forward()
     with pytest.raises(me.NetError, match="fused unit"):
         net.backward(start=net.layers[unit.first + 1].name)
+
+
+def test_inference_plan_lets_units_overwrite_inputs_nothing_else_reads() -> None:
+    net = deploy_net()
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
+    plan = make_plan(steps, net, frozenset(net._kept()), backward=False)
+    inputs = {steps[s].bottoms[0] for s in plan.overwrite_input}
+    assert {"conv01_01_a", "concat01", "concat02"} <= inputs  # read by one unit each: overwritten in place
+    assert not inputs & {"data", "conv1"} and not any("split" in name for name in inputs)  # kept or shared
+    assert {steps[s].layer.type for s in plan.overwrite_input} == {"BatchNorm+Scale+ReLU", "Scale"}
+    train = me.Net(TRAIN_NET, phase=me.TRAIN)
+    train_steps = train.schedule.forward_steps(0, len(train.layers) - 1)
+    training = make_plan(train_steps, train, frozenset(train._kept()), backward=True)
+    assert not training.overwrite_input  # each of those inputs is read again by a backward

@@ -65,9 +65,13 @@ class Layer:
     min_tops: ClassVar[int | None] = None
     # Loss layers weight their first top by 1 unless loss_weight says otherwise.
     is_loss: ClassVar[bool] = False
-    # Attributes that forward sets and backward reads (see the memory contract above); the net
-    # drops them after backward.
+    # Attributes that forward sets and backward reads (see the memory contract above); the planned
+    # path drops them after backward.
     saved_for_backward: ClassVar[tuple[str, ...]] = ()
+    # True if recompute_outputs can rebuild the tops for backward (then the plan need not keep them).
+    can_recompute_outputs: ClassVar[bool] = False
+    # True if forward writes top 0 into bottom 0's array when ``may_overwrite_input`` says so.
+    can_overwrite_input: ClassVar[bool] = False
 
     def __init__(self, param: pb.LayerParameter, device: str = CPU, dtype=np.float32, net_dir: str = "."):
         self.param = pb.LayerParameter()
@@ -83,8 +87,10 @@ class Layer:
         # Set by the Net: False when no backward will run, so forward need not keep inputs.
         self.needs_backward = True
         # Set by the net's memory plan for one forward: top index -> the array to write it into
-        # (a slice of a Concat's output: zero-copy concat).
+        # (a slice of a Concat's output: zero-copy concat); and whether bottom 0 dies here, so that
+        # its array may take top 0.
         self.planned_outputs: dict[int, object] = {}
+        self.input_donated = False
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -143,12 +149,11 @@ class Layer:
                 top.diff[...] = w
 
     def may_overwrite_input(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> bool:
-        """True when an in-place layer can write its result into the input array itself.
-
-        Only without backward: otherwise layers replace top arrays so that retained inputs stay valid.
-        (Like Caffe's in-place layers, this also changes what a Split shares that array with.)
-        """
-        return tops[0] is bottoms[0] and not self.needs_backward
+        """True when the layer can write its result into the input array itself: the memory plan
+        found that nothing reads the input after this layer, or an in-place layer runs no backward
+        (otherwise layers replace top arrays so that retained inputs stay valid; like Caffe's
+        in-place layers, this also changes what a Split shares that array with)."""
+        return self.input_donated or (tops[0] is bottoms[0] and not self.needs_backward)
 
     def gpu_output_buffer(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
         """The input array itself when a GPU kernel may write its result there (see above), else None."""
@@ -168,10 +173,10 @@ class Layer:
         """True if forward writes top ``top_index`` into ``planned_outputs[top_index]`` when given one."""
         return False
 
-    def recompute_outputs(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> bool:
-        """Recompute the tops' data from the bottoms and saved state, without side effects, for a
-        backward that needs them after the net released them; False when this layer cannot."""
-        return False
+    def recompute_outputs(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
+        """Recompute the tops' data, exactly as forward made them, from the bottoms and the saved state,
+        without side effects (see ``can_recompute_outputs``)."""
+        raise NotImplementedError(f"layer type {self.type} cannot recompute its outputs")
 
     def drop_saved(self) -> None:
         """Forget what forward saved for backward (after backward ran)."""

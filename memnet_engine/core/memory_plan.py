@@ -63,13 +63,14 @@ class Placement:
 @dataclass
 class MemoryPlan:
     """Per step index: blobs to release after its forward / backward, producers to recompute before its
-    backward, and the zero-copy Concat placements."""
+    backward; the zero-copy Concat placements; the steps that may overwrite their input."""
 
     free_after_forward: list[list[str]]
     free_after_backward: list[list[str]]
     free_diff_after_backward: list[list[str]]
     recompute_before_backward: list[list[int]]
     placements: list[Placement] = field(default_factory=list)
+    overwrite_input: set[int] = field(default_factory=set)  # steps that may write into their dying input
 
 
 class Schedule:
@@ -143,87 +144,121 @@ class Schedule:
 
 
 # ---------------------------------------------------------------------------------------- planning
+class _Uses:
+    """Who writes and reads each blob in a pass over ``steps``."""
+
+    def __init__(self, steps: list[Step], keep: frozenset, backward: bool):
+        self.steps, self.keep = steps, keep
+        self.producer: dict[str, int] = {}  # the step that first writes a blob (not in place)
+        self.writers: dict[str, list[int]] = {}  # every step writing it, in place ones too
+        self.last_forward: dict[str, int] = {}
+        self.readers: dict[str, list[int]] = {}  # the steps whose backward reads its data
+        self.split_source: dict[str, str] = {}  # Split (or 1-bottom Concat) top -> the blob it shares
+        for s, step in enumerate(steps):
+            for name in step.tops:
+                self.writers.setdefault(name, []).append(s)
+                if name not in step.bottoms:
+                    self.producer.setdefault(name, s)
+            for name in step.bottoms + step.tops:
+                self.last_forward[name] = s
+            if isinstance(step.layer, SplitLayer) or (isinstance(step.layer, ConcatLayer) and len(step.bottoms) == 1):
+                self.split_source.update((top, step.bottoms[0]) for top in step.tops)
+            if backward and step.need_backward:
+                needed = [step.bottoms[i] for i in step.layer.backward_inputs()]
+                needed += [step.tops[i] for i in step.layer.backward_outputs()]
+                for name in dict.fromkeys(needed):
+                    self.readers.setdefault(name, []).append(s)
+        self.aliases: dict[str, list[str]] = {}  # blob -> the Split tops sharing its array
+        for top, source in self.split_source.items():
+            self.aliases.setdefault(source, []).append(top)
+
+    def rewritten(self, name: str) -> bool:
+        """True if a step other than its producer writes the blob (an in-place layer)."""
+        return self.writers.get(name, []) != [self.producer.get(name)]
+
+    def recomputable(self, name: str) -> bool:
+        """A blob a backward reads whose producer can recompute it from bottoms alive at that time."""
+        if name not in self.readers or name in self.keep:
+            return False
+        p = self.producer[name]
+        if not self.steps[p].layer.can_recompute_outputs or self.rewritten(name):
+            return False
+        first_use = max(self.readers[name])  # backward runs the last step first
+        for bottom in self.steps[p].bottoms:
+            if bottom in self.keep or bottom not in self.producer:  # never released by this plan
+                continue
+            # alive then only if kept for a backward no earlier (in time), never rewritten, not recomputed
+            if bottom not in self.readers or min(self.readers[bottom]) > first_use or \
+                    any(w > p for w in self.writers[bottom]) or self.recomputable(bottom):
+                return False
+        return True
+
+
 def make_plan(steps: list[Step], net: "Net", keep: frozenset, backward: bool) -> MemoryPlan:
     """The memory plan of one pass over ``steps`` (forward, and backward too when ``backward``)."""
     n = len(steps)
-    plan = MemoryPlan([[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)])
-    producer: dict[str, int] = {}
-    writers: dict[str, list[int]] = {}
-    last_forward: dict[str, int] = {}
-    readers: dict[str, list[int]] = {}  # backward readers of each blob's data
-    for s, step in enumerate(steps):
-        for name in step.tops:
-            writers.setdefault(name, []).append(s)
-            if name not in step.bottoms:
-                producer.setdefault(name, s)
-        for name in step.bottoms + step.tops:
-            last_forward[name] = s
-        if backward and step.need_backward:
-            needed = [step.bottoms[i] for i in step.layer.backward_inputs()]
-            needed += [step.tops[i] for i in step.layer.backward_outputs()]
-            for name in dict.fromkeys(needed):
-                readers.setdefault(name, []).append(s)
-    released = [name for name in producer if name not in keep]
-    recomputed = {name for name in released if _recomputable(name, steps, producer, writers, readers, keep)}
+    plan = MemoryPlan(*([[] for _ in range(n)] for _ in range(4)))
+    uses = _Uses(steps, keep, backward)
+    released = [name for name in uses.producer if name not in keep]
+    recomputed = {name for name in released if uses.recomputable(name)}
     for name in released:
-        reads = readers.get(name)
+        reads = uses.readers.get(name)
         if reads and name not in recomputed:
             plan.free_after_backward[min(reads)].append(name)
         else:
-            plan.free_after_forward[last_forward[name]].append(name)
+            plan.free_after_forward[uses.last_forward[name]].append(name)
         if name in recomputed:
-            plan.recompute_before_backward[max(reads)].append(producer[name])
+            plan.recompute_before_backward[max(reads)].append(uses.producer[name])
             plan.free_after_backward[min(reads)].append(name)
         if backward:
-            plan.free_diff_after_backward[producer[name]].append(name)
-    plan.placements = _zero_copy_concats(steps, net, producer, writers)
+            plan.free_diff_after_backward[uses.producer[name]].append(name)
+    plan.placements = _zero_copy_concats(net, uses)
+    plan.overwrite_input = _dying_inputs(uses, plan.placements)
     return plan
 
 
-def _recomputable(name: str, steps: list[Step], producer: dict, writers: dict, readers: dict, keep) -> bool:
-    """A blob a backward reads that its producer can recompute from bottoms alive at that time."""
-    if name not in readers:
-        return False
-    p = producer[name]
-    layer = steps[p].layer
-    if type(layer).recompute_outputs is Layer.recompute_outputs or writers[name] != [p]:
-        return False
-    first_use = max(readers[name])  # backward runs last step first
-    for bottom in steps[p].bottoms:
-        if bottom in keep or bottom not in producer:  # never released by this plan
-            continue
-        # alive then only if kept for a backward no earlier (in time) than that one, and never rewritten
-        if bottom not in readers or min(readers[bottom]) > first_use or any(w > p for w in writers.get(bottom, ())):
-            return False
-        if _recomputable(bottom, steps, producer, writers, readers, keep):
-            return False
-    return True
-
-
-def _zero_copy_concats(steps: list[Step], net: "Net", producer: dict, writers: dict) -> list[Placement]:
+def _zero_copy_concats(net: "Net", uses: _Uses) -> list[Placement]:
     placements, placed = [], set()
-    split_source = {top: step.bottoms[0] for step in steps if isinstance(step.layer, SplitLayer) for top in step.tops}
-    aliases: dict[str, list[str]] = {}
-    for top, source in split_source.items():
-        aliases.setdefault(source, []).append(top)
-    for c, step in enumerate(steps):
+    for c, step in enumerate(uses.steps):
         concat = step.layer
         if not isinstance(concat, ConcatLayer) or len(step.bottoms) < 2:
             continue
-        top_shape = net.blobs[step.tops[0]].shape
-        contiguous = math.prod(top_shape[:concat.axis]) == 1
+        contiguous = math.prod(net.blobs[step.tops[0]].shape[:concat.axis]) == 1
         for i, name in enumerate(step.bottoms):
-            source = split_source.get(name, name)
-            p = producer.get(source)
+            source = uses.split_source.get(name, name)
+            p = uses.producer.get(source)
             if source in placed or p is None or not (contiguous or not concat.on_gpu):
                 continue
-            j = steps[p].tops.index(source)
-            if not steps[p].layer.writes_planned_output(j) or writers[source] != [p] or any(
-                    writers[alias] != [producer[alias]] for alias in aliases.get(source, ())):
+            j = uses.steps[p].tops.index(source)
+            if not uses.steps[p].layer.writes_planned_output(j) or any(
+                    uses.rewritten(alias) for alias in [source] + uses.aliases.get(source, [])):
                 continue  # rewritten in place somewhere: the slice would not hold what Concat must copy
             placed.add(source)
             placements.append(Placement(c, i, p, j))
     return placements
+
+
+def _dying_inputs(uses: _Uses, placements: list[Placement]) -> set[int]:
+    """Steps whose layer may write its output into its first bottom's array: the bottom is read for the
+    last time there, no backward needs it, and no other blob shares its array by then."""
+    views_of = {}  # Concat output -> the placed blobs (and their Split tops) that view its slices
+    for placement in placements:
+        concat = uses.steps[placement.concat]
+        source = uses.steps[placement.producer].tops[placement.top]
+        views_of.setdefault(concat.tops[0], []).extend([source] + uses.aliases.get(source, []))
+    placed = set(sum(views_of.values(), []))
+    dying = set()
+    for s, step in enumerate(uses.steps):
+        if not step.layer.can_overwrite_input or not step.bottoms:
+            continue
+        name = step.bottoms[0]
+        if (name in uses.keep or name not in uses.producer or name in uses.readers or name in step.tops
+                or uses.last_forward[name] != s or step.bottoms.count(name) > 1
+                or name in uses.split_source or name in uses.aliases or name in placed
+                or any(uses.last_forward[view] >= s for view in views_of.get(name, ()))):
+            continue
+        dying.add(s)
+    return dying
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -240,6 +275,7 @@ def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None)
         layer = step.layer
         if plan is not None:
             _set_placements(net, steps, plan, s, buffers)
+            layer.input_donated = s in plan.overwrite_input
         try:
             loss += layer.forward(bottoms, tops)
         except MemnetError:
@@ -247,6 +283,7 @@ def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None)
         except ValueError as ex:
             raise NetError(f"layer '{layer.name}' ({layer.type}) forward: {ex}") from ex
         finally:
+            layer.input_donated = False
             if layer.planned_outputs:
                 layer.planned_outputs = {}
                 if isinstance(layer, ConcatLayer):
@@ -280,8 +317,7 @@ def run_backward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None
         step = steps[s]
         if plan is not None:
             for p in plan.recompute_before_backward[s]:
-                if not steps[p].layer.recompute_outputs(*_blobs(net, steps[p])):
-                    raise RuntimeError(f"layer '{steps[p].layer.name}' could not recompute its output")
+                steps[p].layer.recompute_outputs(*_blobs(net, steps[p]))
         if step.need_backward:
             bottoms, tops = _blobs(net, step)
             step.layer.backward(tops, step.propagate_down, bottoms)

@@ -18,6 +18,7 @@ class BatchNormLayer(Layer):
     # Backward needs 1 / std (std) and, with batch statistics, the normalised output (x_norm):
     # kept by the layer, as later in-place layers (Scale, ReLU) replace the top's array.
     saved_for_backward = ("std", "x_norm")
+    can_overwrite_input = True
 
     def backward_inputs(self) -> tuple[int, ...]:
         return ()

@@ -52,6 +52,8 @@ class BatchNormScaleReLU(Layer):
 
     type = "BatchNorm+Scale+ReLU"
     saved_for_backward = ("mean", "std")
+    can_recompute_outputs = True
+    can_overwrite_input = True
 
     def __init__(self, bn: BatchNormLayer, scale: ScaleLayer, relu: ReLULayer):
         param = pb.LayerParameter(name=f"{bn.name}+{scale.name}+{relu.name}", type=self.type,
@@ -101,16 +103,16 @@ class BatchNormScaleReLU(Layer):
             return self.xp.multiply(h, self.relu.gain(h), out=h)
         return self.xp.maximum(h, 0, out=h)
 
-    def recompute_outputs(self, bottoms, tops) -> bool:
+    def recompute_outputs(self, bottoms, tops) -> None:
         if self.mean is None:
-            return False
+            raise RuntimeError(f"'{self.name}': no statistics to recompute the output from (forward ran "
+                               "without backward, or backward already ran)")
         if self.on_gpu:
             gamma, beta = self._gamma_beta()
             tops[0].data = gpu.forward(bottoms[0].data, self.dims, self.mean, self.std, gamma, beta,
                                        self.relu.negative_slope)
         else:
             tops[0].data = self._apply_cpu(bottoms[0].data - self.mean, self.std)
-        return True
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         h, dh = tops[0].data, tops[0].diff

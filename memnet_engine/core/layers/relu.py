@@ -9,6 +9,7 @@ from ..layer import Layer, register
 class ReLULayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
+    can_overwrite_input = True
 
     def backward_inputs(self) -> tuple[int, ...]:
         return (0,)  # the input's sign; in place, the output's (as in Caffe)

@@ -20,6 +20,7 @@ class ScaleLayer(Layer):
     exact_tops = 1
     # In place, the scale gradient's input x is kept by the layer (the top replaces it in the blob).
     saved_for_backward = ("x",)
+    can_overwrite_input = True
 
     def backward_inputs(self) -> tuple[int, ...]:
         """x (for the scale gradient) unless in place; a second bottom s (for the input gradient)."""
