@@ -20,13 +20,22 @@ retain_outputs, made explicit):
 
 The net's outputs and inputs (and any blob asked for) are kept; a released array raises
 ``ReleasedBlobError`` when read.
+
+On the CPU, freeing nearly every activation at the end of a step would let glibc hand that memory
+back to the OS and the next step page-fault it all in again (about 40,000 faults, +25% time for a
+M6R6 step at batch 8); the first planned pass therefore asks glibc to keep freed memory
+(``keep_freed_host_memory``), as a caching allocator would.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from .backend import CPU
 from .errors import MemnetError, NetError
 from .layer import Layer
 from .layers.bn_scale_relu import BatchNormScaleReLU, fusable
@@ -266,8 +275,27 @@ def _blobs(net: "Net", step: Step) -> tuple[list, list]:
     return [net.blobs[name] for name in step.bottoms], [net.blobs[name] for name in step.tops]
 
 
+@lru_cache(maxsize=None)
+def keep_freed_host_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse (once per process; False where it is not glibc):
+    arrays up to 32 MiB (its largest mmap threshold) come from the heap, and the heap keeps up to
+    2 GiB of free memory instead of returning it to the OS."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only: musl has no such tunables)
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2 * 2**30))
+
+
 def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None) -> float:
     """Forward through ``steps``; with a plan, release and place blobs as it says.  Returns the loss."""
+    if plan is not None and net.device == CPU:
+        keep_freed_host_memory()
     loss = 0.0
     buffers: dict[int, object] = {}  # zero-copy Concat outputs, by concat step, until the Concat ran
     for s, step in enumerate(steps):
