@@ -1,4 +1,5 @@
-"""Small nets holding one BatchNorm -> Scale -> ReLU unit (shared by the CPU and GPU tests of the fused unit)."""
+"""Small nets holding a BatchNorm -> Scale -> ReLU unit (shared by the CPU and GPU tests of the fused unit and the
+memory plan)."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,3 +61,31 @@ CONFIGS = {
     "train_forced_global_stats_leaky": {"bn": "batch_norm_param { use_global_stats: true }", "slope": 0.2},
     "train_bn_on_input_no_force": {"force": False, "bn_bottom": "x"},  # BatchNorm runs no backward (a loss on y)
 }
+
+
+CONCAT = """
+force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: %d dim: 2 dim: 4 dim: 3 } } }
+layer { name: "c1" type: "Convolution" bottom: "x" top: "a" convolution_param { num_output: 3 kernel_size: 3 pad: 1
+  weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "c2" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 3 kernel_size: 1
+  weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" }
+layer { name: "bn" type: "BatchNorm" bottom: "e" top: "h" }
+layer { name: "sc" type: "Scale" bottom: "h" top: "h" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }
+layer { name: "c3" type: "Convolution" bottom: "h" top: "y" convolution_param { num_output: 2 kernel_size: 1
+  weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "cat" type: "Concat" bottom: "x" bottom: "e" top: "cat" }
+layer { name: "c4" type: "Convolution" bottom: "cat" top: "z" convolution_param { num_output: 2 kernel_size: 1
+  weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+def concat_net(batch: int, device: str = "cpu", seed: int = 5) -> me.Net:
+    """An Eltwise output read by a unit (whose backward needs it) and by a Concat: zero-copy material."""
+    me.set_random_seed(seed)
+    net = me.Net(text_format.Parse(CONCAT % batch, me.caffe_pb2.NetParameter()), phase=me.TRAIN,
+                 dtype=np.float64, device=device)
+    net.blobs["x"].data[...] = np.random.default_rng(seed).standard_normal(net.blobs["x"].shape)
+    return net

@@ -7,7 +7,8 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES
-from memnet_engine.core.memory_plan import make_plan
+from fused_unit_cases import concat_net
+from memnet_engine.core.memory_plan import make_plan, run_backward, run_forward
 
 TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
 DEPLOY_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt"
@@ -71,14 +72,27 @@ def test_plan_of_a_training_step_frees_recomputes_and_places() -> None:
                       ("concat02", "eltwise02_01"), ("concat02", "eltwise02_02")}
 
 
-def test_zero_copy_concat_writes_the_eltwise_outputs_into_the_concat() -> None:
-    net = deploy_net()
-    reference = net.forward()["HR_recovery"].copy()
-    out = net.forward(blobs=["concat01", "eltwise01_01"], keep_intermediates=False)
-    np.testing.assert_array_equal(out["HR_recovery"], reference)
-    concat, eltwise = out["concat01"], out["eltwise01_01"]
-    assert np.shares_memory(concat, eltwise)  # eltwise01_01 is a view of its slice in concat01
-    np.testing.assert_array_equal(concat[:, 8:16], eltwise)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_zero_copy_concat_writes_an_input_a_backward_needs_into_the_concat(batch: int) -> None:
+    net, reference = concat_net(batch), concat_net(batch)
+    for model in (net, reference):
+        model.forward()
+        for name in ("y", "z"):
+            model.blobs[name].diff[...] = np.random.default_rng(7).standard_normal(model.blobs[name].shape)
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
+    plan = net.schedule.plan(net, steps, net._kept(), backward=True)
+    assert [(steps[p.concat].layer.name, steps[p.producer].layer.name) for p in plan.placements] == [("cat", "e")]
+    run_forward(net, steps, plan)
+    unit_input = net.blobs[next(step.bottoms[0] for step in steps if step.layer.type == "BatchNorm+Scale+ReLU")]
+    assert np.shares_memory(net.blobs["cat"].data, unit_input.data)  # one array, kept for both backwards
+    run_backward(net, steps, plan)
+    reference.forward_backward()
+    np.testing.assert_array_equal(net.blobs["x"].diff, reference.blobs["x"].diff)
+    for name, params in reference.params.items():
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(net.params[name][i].diff, p.diff, err_msg=f"{name}/{i}")
+    inference = make_plan(steps, net, frozenset(net._kept()), backward=False)
+    assert not inference.placements  # there e dies at the Concat: copied, not placed
 
 
 def test_fused_units_in_pycaffe_forward_backward_range_rules() -> None:

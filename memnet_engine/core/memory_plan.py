@@ -15,8 +15,13 @@ retain_outputs, made explicit):
 - a diff lives from the backward of its consumer, which writes it, to the backward of its producer;
 - what a layer saved for backward is dropped once its backward ran;
 - a Concat's bottom whose producer can write into a given array (Eltwise SUM) is written straight
-  into its slice of the Concat's output (zero-copy concat), where that slice is contiguous (always on
-  the CPU, where NumPy takes strided outputs), and nothing rewrites that bottom in place.
+  into its slice of the Concat's output (zero-copy concat) where that slice is contiguous (always on
+  the CPU, where NumPy takes strided outputs), nothing rewrites that bottom in place, and the bottom
+  outlives the Concat (a backward reads it: training) or an earlier one already placed allocated the
+  output: one copy kept instead of two.  Otherwise the bottom dies at the Concat and is copied (an
+  output allocated early would hold its empty slots meanwhile);
+- a layer that can write its output into its input's array (the fused unit, Scale, ReLU) does so
+  when nothing reads that input afterwards (inference: each unit overwrites its input).
 
 The net's outputs and inputs (and any blob asked for) are kept; a released array raises
 ``ReleasedBlobError`` when read.
@@ -232,16 +237,23 @@ def _zero_copy_concats(net: "Net", uses: _Uses) -> list[Placement]:
         concat = step.layer
         if not isinstance(concat, ConcatLayer) or len(step.bottoms) < 2:
             continue
-        contiguous = math.prod(net.blobs[step.tops[0]].shape[:concat.axis]) == 1
-        for i, name in enumerate(step.bottoms):
-            source = uses.split_source.get(name, name)
+        if math.prod(net.blobs[step.tops[0]].shape[:concat.axis]) != 1 and concat.on_gpu:
+            continue  # strided slices: the kernels write contiguous arrays
+        sources = [uses.split_source.get(name, name) for name in step.bottoms]
+        buffer_allocated = False
+        for i in sorted(range(len(sources)), key=lambda k: uses.producer.get(sources[k], -1)):
+            source = sources[i]
             p = uses.producer.get(source)
-            if source in placed or p is None or not (contiguous or not concat.on_gpu):
+            if source in placed or p is None:
                 continue
             j = uses.steps[p].tops.index(source)
-            if not uses.steps[p].layer.writes_planned_output(j) or any(
-                    uses.rewritten(alias) for alias in [source] + uses.aliases.get(source, [])):
+            shared = [source] + uses.aliases.get(source, [])
+            if not uses.steps[p].layer.writes_planned_output(j) or any(uses.rewritten(a) for a in shared):
                 continue  # rewritten in place somewhere: the slice would not hold what Concat must copy
+            if not buffer_allocated and not any(uses.last_forward[a] > c or a in uses.readers or a in uses.keep
+                                                for a in shared):
+                continue  # dies at the Concat: copying costs nothing, an early output would hold empty slots
+            buffer_allocated = True
             placed.add(source)
             placements.append(Placement(c, i, p, j))
     return placements
