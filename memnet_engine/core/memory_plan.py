@@ -36,8 +36,8 @@ from __future__ import annotations
 import ctypes
 import math
 import sys
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
 from .backend import CPU
