@@ -115,24 +115,24 @@ class BatchNormScaleReLU(Layer):
             tops[0].data = self._apply_cpu(bottoms[0].data - self.mean, self.std)
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        h, dh = tops[0].data, tops[0].diff
-        du = dh * self.relu.gain(h)
+        # The top diff turns into du, then dz, in place: what Caffe's in-place blob holds after each backward.
+        d = tops[0].diff
+        h = tops[0].data
+        d *= self.relu.gain(h) if self.relu.negative_slope else h > 0
         z = bottoms[0].data - self.mean
         z /= self.std
         gamma, _ = self._gamma_beta()
         gamma_diff, beta_diff = self._param_diffs()
-        du3 = du.reshape(self.dims)
+        d3 = d.reshape(self.dims)
         if beta_diff is not None:
-            beta_diff += du3.sum(axis=(0, 2)).reshape(beta_diff.shape)
+            beta_diff += d3.sum(axis=(0, 2)).reshape(beta_diff.shape)
         if gamma_diff is not None:
-            gamma_diff += (du3 * z.reshape(self.dims)).sum(axis=(0, 2)).reshape(gamma_diff.shape)
+            gamma_diff += (d3 * z.reshape(self.dims)).sum(axis=(0, 2)).reshape(gamma_diff.shape)
         if not self.bn.needs_backward:
-            tops[0].diff = du
             return
-        dz = (du3 * gamma.reshape(1, self.dims[1], 1)).reshape(du.shape)
+        d3 *= gamma.reshape(1, self.dims[1], 1)
         if propagate_down[0]:
-            bottoms[0].diff = self.bn.input_gradient_cpu(dz, z, self.std)
-        tops[0].diff = dz
+            bottoms[0].diff = self.bn.input_gradient_cpu(d, z, self.std, overwrite_y=True)
 
     # ------------------------------------------------------------------ GPU
     def forward_gpu(self, bottoms, tops) -> None:
