@@ -51,7 +51,7 @@ class BatchNormScaleReLU(Layer):
     """The fused unit over a net's BatchNorm, Scale and ReLU layers (their blobs are used, not copied)."""
 
     type = "BatchNorm+Scale+ReLU"
-    saved_for_backward = ("mean", "std")
+    saved_for_backward = ("mean", "std", "z")  # z: the normalised input, CPU recompute to backward
     can_recompute_outputs = True
     can_overwrite_input = True
 
@@ -61,7 +61,7 @@ class BatchNormScaleReLU(Layer):
         super().__init__(param, device=bn.device, dtype=bn.dtype, net_dir=bn.net_dir)
         self.bn, self.scale, self.relu = bn, scale, relu
         self.needs_backward = bn.needs_backward or scale.needs_backward or relu.needs_backward
-        self.mean = self.std = None
+        self.mean = self.std = self.z = None
 
     def backward_inputs(self) -> tuple[int, ...]:
         return (0,)
@@ -85,23 +85,30 @@ class BatchNormScaleReLU(Layer):
 
     # ------------------------------------------------------------------ CPU
     def forward_cpu(self, bottoms, tops) -> None:
-        mean, centered, std = self.bn.statistics_cpu(bottoms[0].data, self.may_overwrite_input(bottoms, tops))
+        mean, z, std = self.bn.statistics_cpu(bottoms[0].data, self.may_overwrite_input(bottoms, tops))
+        z /= std  # z is ours (or the input we may overwrite)
         self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
-        tops[0].data = self._apply_cpu(centered, std)
+        tops[0].data = self._scale_relu_cpu(z, out=z)
 
-    def _apply_cpu(self, centered, std):
-        """relu(centered / std * gamma + beta), in place on ``centered`` (the three layers' roundings)."""
-        h = centered
-        h /= std
+    def _scale_relu_cpu(self, z, out=None):
+        """relu(z * gamma + beta) into ``out`` (may be z) or a new array, with Scale's and ReLU's roundings."""
         gamma, beta = self._gamma_beta()
-        outer, channels, inner = self.dims
-        h3 = h.reshape(self.dims)
-        h3 *= gamma.reshape(1, channels, 1)
+        channel = (1, self.dims[1], 1)
+        if out is not None and not out.flags.c_contiguous:
+            out = None
+        h = self.xp.multiply(z.reshape(self.dims), gamma.reshape(channel),
+                             out=None if out is None else out.reshape(self.dims))
         if beta is not None:
-            h3 += beta.reshape(1, channels, 1)
+            h += beta.reshape(channel)
+        h = h.reshape(z.shape)
         if self.relu.negative_slope:
             return self.xp.multiply(h, self.relu.gain(h), out=h)
         return self.xp.maximum(h, 0, out=h)
+
+    def _normalized_cpu(self, x):
+        z = x - self.mean
+        z /= self.std
+        return z
 
     def recompute_outputs(self, bottoms, tops) -> None:
         if self.mean is None:
@@ -112,15 +119,16 @@ class BatchNormScaleReLU(Layer):
             tops[0].data = gpu.forward(bottoms[0].data, self.dims, self.mean, self.std, gamma, beta,
                                        self.relu.negative_slope)
         else:
-            tops[0].data = self._apply_cpu(bottoms[0].data - self.mean, self.std)
+            self.z = self._normalized_cpu(bottoms[0].data)  # backward needs it too: kept until then
+            tops[0].data = self._scale_relu_cpu(self.z)
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         # The top diff turns into du, then dz, in place: what Caffe's in-place blob holds after each backward.
         d = tops[0].diff
         h = tops[0].data
         d *= self.relu.gain(h) if self.relu.negative_slope else h > 0
-        z = bottoms[0].data - self.mean
-        z /= self.std
+        z = self._normalized_cpu(bottoms[0].data) if self.z is None else self.z
+        self.z = None
         gamma, _ = self._gamma_beta()
         gamma_diff, beta_diff = self._param_diffs()
         d3 = d.reshape(self.dims)
