@@ -5,6 +5,7 @@ from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
+from . import profiler
 from .backend import CPU, GPU
 from .blob import Blob
 from .errors import NetError
@@ -145,24 +146,29 @@ class Layer:
         return True
 
     # ------------------------------------------------------------------ compute
-    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> float:
-        """Reshape, run forward on the blobs' device, and return this layer's weighted loss."""
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
+        """Reshape, run forward on the blobs' device, and return this layer's weighted loss: a float on
+        the CPU; on the GPU a 0-d float64 device array (reading it would wait for the device), or the
+        float 0.0 when the layer has no loss."""
         self.reshape(bottoms, tops)
-        if self.on_gpu:
-            self.forward_gpu(bottoms, tops)
-        else:
-            self.forward_cpu(bottoms, tops)
+        with profiler.layer_timer(self):
+            if self.on_gpu:
+                self.forward_gpu(bottoms, tops)
+            else:
+                self.forward_cpu(bottoms, tops)
         loss = 0.0
         for top, w in zip(tops, self.loss_weights):
             if w:
-                loss += w * float(top.data.sum())
+                total = top.data.sum(dtype=np.float64) if self.on_gpu else float(top.data.sum())
+                loss = add_loss(loss, total if w == 1 else w * total)
         return loss
 
     def backward(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
-        if self.on_gpu:
-            self.backward_gpu(tops, propagate_down, bottoms)
-        else:
-            self.backward_cpu(tops, propagate_down, bottoms)
+        with profiler.layer_timer(self, backward=True):
+            if self.on_gpu:
+                self.backward_gpu(tops, propagate_down, bottoms)
+            else:
+                self.backward_cpu(tops, propagate_down, bottoms)
 
     def forward_cpu(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         raise NotImplementedError
@@ -178,6 +184,15 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{self.type} layer '{self.name}'>"
+
+
+def add_loss(total, term):
+    """``total + term`` where either may be the float 0.0 of a layer without loss (no device work for it)."""
+    if isinstance(term, float) and term == 0.0:
+        return total
+    if isinstance(total, float) and total == 0.0:
+        return term
+    return total + term
 
 
 class DataLayer(Layer):

@@ -17,8 +17,9 @@ from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .backend import CPU, GPU, parse_device
 from .blob import Blob
 from .errors import MemnetError, NetError
-from .layer import Layer, create_layer
+from .layer import Layer, add_loss, create_layer
 from .net_param import filter_net, insert_splits, upgrade_net_input
+from .param_buffer import ParamBuffer
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
 
@@ -94,8 +95,10 @@ class Net:
         self.inputs: list[str] = []
         self.learnable_params: list[LearnableParam] = []
         self._param_owner: dict[str, tuple[str, int]] = {}
+        self._param_users: list[tuple[Layer, int, int]] = []  # (layer, blob index, learnable param index)
         self._build(param, net_dir)
         self._plan_backward()
+        self.param_buffer = ParamBuffer(self.learnable_params, self._param_users, self.device, self.dtype)
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
         self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
@@ -166,10 +169,12 @@ class Net:
             any_learning |= spec.lr_mult != 0
             if not spec.name or spec.name not in self._param_owner:
                 self.learnable_params.append(LearnableParam(layer.blobs[i], spec, layer.name))
+                self._param_users.append((layer, i, len(self.learnable_params) - 1))
                 if spec.name:
                     self._param_owner[spec.name] = (layer.name, len(self.learnable_params) - 1)
                 continue
             owner_layer, index = self._param_owner[spec.name]
+            self._param_users.append((layer, i, index))
             shared = self.learnable_params[index]
             mine = layer.blobs[i]
             if spec.share_mode == pb.ParamSpec.PERMISSIVE:
@@ -189,11 +194,9 @@ class Net:
                     raise NetError(f"shared param '{spec.name}' has mismatched decay_mult: {shared.decay_mult} in "
                                    f"layer '{owner_layer}', {spec.decay_mult} in layer '{layer.name}'")
                 shared.decay_mult, shared.has_decay = float(spec.decay_mult), True
-            if mine.shape != shared.blob.shape:  # permissive sharing: view the owner's arrays
-                mine.share_data(shared.blob)
-                mine.share_diff(shared.blob)
-            else:
+            if mine.shape == shared.blob.shape:
                 layer.blobs[i] = shared.blob
+            # else (permissive sharing) the ParamBuffer binds ``mine`` to a view of the owner's slot
         return any_learning
 
     def _plan_backward(self) -> None:
@@ -248,8 +251,9 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.reshape(*self._layer_blobs(i))
 
-    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True) -> float:
-        """Run layers ``start..end`` (inclusive) and return the total weighted loss.
+    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True):
+        """Run layers ``start..end`` (inclusive) and return the total weighted loss (a float on the CPU, a
+        0-d device array on the GPU, which ``float()`` reads).
 
         With ``keep_intermediates=False`` each blob is freed right after its last reader
         (inference with bounded memory; outputs and inputs are kept).
@@ -261,7 +265,7 @@ class Net:
         for i in range(start, end + 1):
             bottoms, tops = self._layer_blobs(i)
             try:
-                loss += self.layers[i].forward(bottoms, tops)
+                loss = add_loss(loss, self.layers[i].forward(bottoms, tops))
             except MemnetError:
                 raise
             except ValueError as ex:
@@ -313,15 +317,14 @@ class Net:
         names = list(self.inputs) + [d for d in (diffs or ()) if d not in self.inputs]
         return {name: self.blobs[name].diff for name in names}
 
-    def forward_backward(self) -> float:
-        """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
+    def forward_backward(self):
+        """One forward and backward pass; returns the loss as ``forward_range`` does (Caffe's ForwardBackward)."""
         loss = self.forward_range()
         self.backward_range()
         return loss
 
     def clear_param_diffs(self) -> None:
-        for p in self.learnable_params:
-            p.blob.diff[...] = 0
+        self.param_buffer.clear_diffs()
 
     def share_weights_with(self, other: "Net") -> None:
         """Make this net's layers use ``other``'s parameter blobs, by layer name (Caffe's ShareTrainedLayersWith)."""

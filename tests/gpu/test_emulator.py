@@ -7,13 +7,6 @@ import pytest
 from memnet_engine.core.cuda.loader import get_kernel
 
 
-@pytest.fixture
-def emulated(gpu):
-    if not hasattr(gpu, "install"):
-        pytest.skip("checks of the emulator only")
-    return gpu
-
-
 def test_python_scalars_are_refused(emulated) -> None:
     x = emulated.zeros(8, np.float32)
     kernel = get_kernel("activation", "relu_forward", np.float32)

@@ -1,6 +1,7 @@
 """Matrix products through cuBLAS (``cupy.cublas.gemm``): no copies for C-contiguous operands."""
 from __future__ import annotations
 
+from .. import profiler
 from ..backend import cupy_module
 
 
@@ -16,3 +17,5 @@ def gemm(a, b, out, *, trans_a: bool = False, trans_b: bool = False, beta: float
     from cupy import cublas
 
     cublas.gemm("T" if trans_a else "N", "T" if trans_b else "N", a, b, out=out, alpha=1.0, beta=beta)
+    if profiler.active is not None:
+        profiler.active.record_gemm()

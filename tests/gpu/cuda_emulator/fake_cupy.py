@@ -104,8 +104,9 @@ class ndarray(np.ndarray):
         # CuPy sends a non-CuPy value to fill(), which refuses arrays that are not 0-d
         if isinstance(value, np.ndarray) and not isinstance(value, ndarray) and value.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
-        with _counted("copy" if isinstance(value, ndarray) else "elementwise"):
-            super().__setitem__(index, value)
+        device = isinstance(value, ndarray)
+        with _counted("copy" if device else "elementwise"):
+            super().__setitem__(index, value.view(np.ndarray) if device else value)
 
     # CuPy runs one kernel for each of these (cuBLAS for dot); NumPy may run several ufuncs.
     def sum(self, *args, **kwargs):
@@ -398,7 +399,7 @@ def get_default_memory_pool():
 
 cuda = types.ModuleType("cupy.cuda")
 cuda.Device = Device
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
                                      getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"})
 cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
 memory_hook = types.ModuleType("cupy.cuda.memory_hook")
