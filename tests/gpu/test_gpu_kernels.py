@@ -54,3 +54,24 @@ def test_layout_round_trip_with_bias(gpu) -> None:
     bias = np.arange(4.0)
     back = layout.from_channel_major(cm, x.shape, gpu.array(bias))
     np.testing.assert_array_equal(host(back), x + bias.reshape(1, 4, 1, 1))
+
+
+def test_kernel_functions_are_looked_up_once(emulated, monkeypatch) -> None:
+    from memnet_engine.core.cuda import loader
+
+    gpu = emulated
+    looked_up = []
+    get_function = gpu.RawModule.get_function
+
+    def counting(module, name):
+        looked_up.append(name)
+        return get_function(module, name)
+    monkeypatch.setattr(gpu.RawModule, "get_function", counting)
+    monkeypatch.setattr(loader, "_FUNCTIONS", {})
+    first = loader.get_kernel("activation", "relu_forward", np.float32)
+    assert loader.get_kernel("activation", "relu_forward", np.float32) is first
+    x = gpu.zeros(4, np.float32)
+    for _ in range(3):
+        loader.launch("activation", "relu_forward", np.float32, 4, x, np.float32(0), x)
+    assert looked_up == ["relu_forward<float>"]
+    assert loader.get_kernel("activation", "relu_forward", np.float64) is not first
