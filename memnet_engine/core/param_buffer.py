@@ -8,8 +8,9 @@ its own history laid out like ``data``).
 
 Slots are laid out in *runs* of equal (lr_mult, decay_mult), learned runs first (first use
 order), then the parameters with lr_mult 0 (BatchNorm's statistics): an update over
-``[0, learned)`` with one multiplier pair per run never touches the frozen ones.  The diff array
-is allocated when a diff is first used, so nets that never run backward do not hold one.
+``[0, learned)`` with one multiplier pair per run never touches the frozen ones.  The multipliers
+are read when the net is built.  The diff array is allocated when a diff is first used, so nets
+that never run backward do not hold one.
 """
 from __future__ import annotations
 
