@@ -1,7 +1,7 @@
 """Blob: an N-d array of data and its gradient (``diff``), as in Caffe."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -18,7 +18,9 @@ class Blob:
     ``diff`` is allocated (zeros) the first time it is used, so nets that never run
     backward keep only their data.  ``data`` / ``diff`` are writable arrays (NumPy on
     the CPU, CuPy on the GPU, where ``blob.data[...] = numpy_array`` copies to the device as
-    in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.
+    in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.  A learnable parameter's
+    arrays are views of its net's flat buffers (``bind``): assigning ``blob.data = x`` then
+    copies into the view.
 
     A net running its memory plan *releases* arrays nobody will read again; reading a released
     array raises ``ReleasedBlobError`` naming the blob, until a layer writes it again (``renew``).
@@ -32,6 +34,7 @@ class Blob:
         self._shape: tuple[int, ...] = tuple(int(d) for d in shape)
         self._data = None
         self._diff = None
+        self._diff_view: "Callable[[], object] | None" = None  # set by bind()
 
     # ------------------------------------------------------------------ shape
     @property
@@ -69,6 +72,8 @@ class Blob:
         if shape == self._shape:
             return
         same_count = int(np.prod(shape, dtype=np.int64)) == self.count
+        if self.bound and not same_count:
+            raise ValueError(f"a learnable parameter of shape {self._shape} cannot be reshaped to {shape}")
         self._shape = shape
         self._data = self._reshaped(self._data, shape, same_count)
         self._diff = self._reshaped(self._diff, shape, same_count)
@@ -93,19 +98,38 @@ class Blob:
 
     @data.setter
     def data(self, value) -> None:
-        self._data = self._checked(value, "data")
+        if self.bound:
+            self._data[...] = self._checked(value, "data")
+        else:
+            self._data = self._checked(value, "data")
 
     @property
     def diff(self):
         if self._diff is None:
-            self._diff = self.xp.zeros(self._shape, self.dtype)
+            self._diff = self.xp.zeros(self._shape, self.dtype) if self._diff_view is None else \
+                self._diff_view().reshape(self._shape)
         elif self._diff is RELEASED:
             raise self._released_error("diff")
         return self._handed_out(self._diff)
 
     @diff.setter
     def diff(self, value) -> None:
-        self._diff = self._checked(value, "diff")
+        if self.bound:
+            self.diff[...] = self._checked(value, "diff")
+        else:
+            self._diff = self._checked(value, "diff")
+
+    def bind(self, data, diff_view: "Callable[[], object]") -> None:
+        """Make views of a net's flat buffers this blob's arrays for good: ``data`` now, ``diff_view()``
+        when the diff is first used; assignments then copy into them."""
+        self._data = data.reshape(self._shape)
+        self._diff = None
+        self._diff_view = diff_view
+
+    @property
+    def bound(self) -> bool:
+        """True when the arrays are views of a net's flat parameter buffers (see ``bind``)."""
+        return self._diff_view is not None
 
     def _handed_out(self, array):
         return array if self.xp is np else array.view(host_assignable(self.xp))
@@ -132,9 +156,6 @@ class Blob:
     def share_data(self, other: "Blob") -> None:
         """Use ``other``'s data array (Caffe's ShareData); shapes must match in count."""
         self._data = other.data.reshape(self._shape)
-
-    def share_diff(self, other: "Blob") -> None:
-        self._diff = other.diff.reshape(self._shape)
 
     def release(self) -> None:
         """Free both arrays; reading them raises ``ReleasedBlobError`` until they are written again."""

@@ -5,6 +5,7 @@ from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
+from . import profiler
 from .backend import CPU, GPU
 from .blob import Blob
 from .errors import NetError
@@ -119,8 +120,18 @@ class Layer:
     def new_param(self, shape: Sequence[int], filler: pb.FillerParameter) -> Blob:
         """A parameter blob of ``shape`` on this layer's device, filled by ``filler``."""
         blob = Blob(shape, self.dtype, self.device)
-        blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))
+        try:
+            blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))
+        except NetError as ex:
+            raise NetError(f"layer '{self.name}': {ex}") from None
         return blob
+
+    def canonical_axis(self, blob: Blob, axis: int) -> int:
+        """Caffe's CanonicalAxisIndex of an axis the prototxt gives; out of range is a NetError naming the layer."""
+        try:
+            return blob.canonical_axis(axis)
+        except ValueError as ex:
+            raise NetError(f"layer '{self.name}': {ex}") from None
 
     def _check_counts(self, n_bottom: int, n_top: int) -> None:
         def bad(what: str, n: int, rule: str) -> NetError:
@@ -190,30 +201,35 @@ class Layer:
         return True
 
     # ------------------------------------------------------------------ compute
-    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> float:
-        """Reshape, run forward on the blobs' device, and return this layer's weighted loss."""
+    def forward(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
+        """Reshape, run forward on the blobs' device, and return this layer's weighted loss: a float on
+        the CPU; on the GPU a 0-d float64 device array (reading it would wait for the device), or the
+        float 0.0 when the layer has no loss."""
         for top in tops:
             if not any(top is bottom for bottom in bottoms):
                 top.renew()  # forward writes it again
         self.reshape(bottoms, tops)
-        if self.on_gpu:
-            self.forward_gpu(bottoms, tops)
-        else:
-            self.forward_cpu(bottoms, tops)
+        with profiler.layer_timer(self):
+            if self.on_gpu:
+                self.forward_gpu(bottoms, tops)
+            else:
+                self.forward_cpu(bottoms, tops)
         loss = 0.0
         for top, w in zip(tops, self.loss_weights):
             if w:
-                loss += w * float(top.data.sum())
+                total = top.data.sum(dtype=np.float64) if self.on_gpu else float(top.data.sum())
+                loss = add_loss(loss, total if w == 1 else w * total)
         return loss
 
     def backward(self, tops: Sequence[Blob], propagate_down: Sequence[bool], bottoms: Sequence[Blob]) -> None:
         for bottom, wanted in zip(bottoms, propagate_down):
             if wanted:
                 bottom.renew(data=False, diff=True)  # backward writes it again
-        if self.on_gpu:
-            self.backward_gpu(tops, propagate_down, bottoms)
-        else:
-            self.backward_cpu(tops, propagate_down, bottoms)
+        with profiler.layer_timer(self, backward=True):
+            if self.on_gpu:
+                self.backward_gpu(tops, propagate_down, bottoms)
+            else:
+                self.backward_cpu(tops, propagate_down, bottoms)
 
     def forward_cpu(self, bottoms: Sequence[Blob], tops: Sequence[Blob]) -> None:
         raise NotImplementedError
@@ -229,6 +245,15 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{self.type} layer '{self.name}'>"
+
+
+def add_loss(total, term):
+    """``total + term`` where either may be the float 0.0 of a layer without loss (no device work for it)."""
+    if isinstance(term, float) and term == 0.0:
+        return total
+    if isinstance(total, float) and total == 0.0:
+        return term
+    return total + term
 
 
 class DataLayer(Layer):

@@ -41,8 +41,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
 from .backend import CPU
-from .errors import MemnetError, NetError
-from .layer import Layer
+from .errors import NetError
+from .layer import Layer, add_loss
 from .layers.bn_scale_relu import BatchNormScaleReLU, fusable
 from .layers.concat import ConcatLayer
 from .layers.split import SplitLayer
@@ -304,7 +304,7 @@ def keep_freed_host_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2 * 2**30))
 
 
-def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None) -> float:
+def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None):
     """Forward through ``steps``; with a plan, release and place blobs as it says.  Returns the loss."""
     if plan is not None and net.device == CPU:
         keep_freed_host_memory()
@@ -317,11 +317,7 @@ def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None)
             _set_placements(net, steps, plan, s, buffers)
             layer.input_donated = s in plan.overwrite_input
         try:
-            loss += layer.forward(bottoms, tops)
-        except MemnetError:
-            raise
-        except ValueError as ex:
-            raise NetError(f"layer '{layer.name}' ({layer.type}) forward: {ex}") from ex
+            loss = add_loss(loss, layer.forward(bottoms, tops))  # reshape: NetError for a user's mistake
         finally:
             layer.input_donated = False
             if layer.planned_outputs:

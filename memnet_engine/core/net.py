@@ -16,12 +16,14 @@ import numpy as np
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .backend import CPU, GPU, parse_device
 from .blob import Blob
-from .errors import MemnetError, NetError
+from .errors import NetError
 from .layer import Layer, create_layer
 from .memory_plan import Schedule, run_backward, run_forward
 from .net_param import filter_net, insert_splits, upgrade_net_input
+from .param_buffer import ParamBuffer
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
+from .workspace import Workspace
 
 TRAIN = pb.TRAIN
 TEST = pb.TEST
@@ -63,7 +65,7 @@ class Net:
 
     def __init__(self, net_file: "str | os.PathLike | pb.NetParameter", phase: "int | str" = TEST,
                  weights: "str | os.PathLike | None" = None, device: str = CPU, *, level: int = 0,
-                 stages: Iterable[str] = (), dtype=np.float32):
+                 stages: Iterable[str] = (), dtype=np.float32, math: str = "strict"):
         self.phase = parse_phase(phase)
         kind, self.device_id = parse_device(device)
         self.device = kind
@@ -95,9 +97,16 @@ class Net:
         self.inputs: list[str] = []
         self.learnable_params: list[LearnableParam] = []
         self._param_owner: dict[str, tuple[str, int]] = {}
+        self._param_users: list[tuple[Layer, int, int]] = []  # (layer, blob index, learnable param index)
+        # One scratch pool lent to all layers (they run one at a time), kept between iterations; ``math``
+        # is the GEMM precision on the GPU: "strict" float32 or "tf32" (see core/workspace.py).
+        self.workspace = Workspace(self.device, math)
         self._build(param, net_dir)
         self._plan_backward()
         self.schedule = Schedule(self)
+        self.param_buffer = ParamBuffer(self.learnable_params, self._param_users, self.device, self.dtype)
+        for layer in self.layers:
+            layer.workspace = self.workspace
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
         self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
@@ -138,12 +147,7 @@ class Net:
                     if lp.type == "Input":
                         self.inputs.append(name)
                 available[name] = None
-            try:
-                layer.setup(bottoms, tops)
-            except MemnetError:
-                raise
-            except (ValueError, IndexError, KeyError, TypeError, OSError) as ex:
-                raise NetError(f"layer '{lp.name}' ({lp.type}): {ex}") from ex
+            layer.setup(bottoms, tops)  # user mistakes raise NetError naming the layer; bugs surface as themselves
             need_backward |= self._append_params(layer)
             self.layers.append(layer)
             self.bottom_names.append(list(lp.bottom))
@@ -168,10 +172,12 @@ class Net:
             any_learning |= spec.lr_mult != 0
             if not spec.name or spec.name not in self._param_owner:
                 self.learnable_params.append(LearnableParam(layer.blobs[i], spec, layer.name))
+                self._param_users.append((layer, i, len(self.learnable_params) - 1))
                 if spec.name:
                     self._param_owner[spec.name] = (layer.name, len(self.learnable_params) - 1)
                 continue
             owner_layer, index = self._param_owner[spec.name]
+            self._param_users.append((layer, i, index))
             shared = self.learnable_params[index]
             mine = layer.blobs[i]
             if spec.share_mode == pb.ParamSpec.PERMISSIVE:
@@ -191,11 +197,9 @@ class Net:
                     raise NetError(f"shared param '{spec.name}' has mismatched decay_mult: {shared.decay_mult} in "
                                    f"layer '{owner_layer}', {spec.decay_mult} in layer '{layer.name}'")
                 shared.decay_mult, shared.has_decay = float(spec.decay_mult), True
-            if mine.shape != shared.blob.shape:  # permissive sharing: view the owner's arrays
-                mine.share_data(shared.blob)
-                mine.share_diff(shared.blob)
-            else:
+            if mine.shape == shared.blob.shape:
                 layer.blobs[i] = shared.blob
+            # else (permissive sharing) the ParamBuffer binds ``mine`` to a view of the owner's slot
         return any_learning
 
     def _plan_backward(self) -> None:
@@ -255,8 +259,9 @@ class Net:
         self.schedule = Schedule(self, fuse=enabled)
 
     def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True,
-                      keep: Sequence[str] = ()) -> float:
-        """Run layers ``start..end`` (inclusive) and return the total weighted loss.
+                      keep: Sequence[str] = ()):
+        """Run layers ``start..end`` (inclusive) and return the total weighted loss (a float on the CPU, a
+        0-d device array on the GPU, which ``float()`` reads).
 
         With ``keep_intermediates=False`` the memory plan frees each blob after its last reader
         (outputs, inputs and the blobs named in ``keep`` are kept; reading a freed blob raises).
@@ -301,8 +306,8 @@ class Net:
         names = list(self.inputs) + [d for d in (diffs or ()) if d not in self.inputs]
         return {name: self.blobs[name].diff for name in names}
 
-    def forward_backward(self, keep_intermediates: bool = True) -> float:
-        """One forward and backward pass; returns the loss (Caffe's ForwardBackward).
+    def forward_backward(self, keep_intermediates: bool = True):
+        """One forward and backward pass; returns the loss as ``forward_range`` does (Caffe's ForwardBackward).
 
         With ``keep_intermediates=False`` (a solver step) the memory plan frees what no later layer
         needs: afterwards only outputs, inputs, parameters and their gradients can be read.
@@ -318,8 +323,7 @@ class Net:
         return loss
 
     def clear_param_diffs(self) -> None:
-        for p in self.learnable_params:
-            p.blob.diff[...] = 0
+        self.param_buffer.clear_diffs()
 
     def share_weights_with(self, other: "Net") -> None:
         """Make this net's layers use ``other``'s parameter blobs, by layer name (Caffe's ShareTrainedLayersWith)."""

@@ -8,7 +8,15 @@ arrays with NaN (ints: a sentinel) so unwritten outputs show.  Device arrays ref
 NumPy arrays in arithmetic and in assignment (``device[...] = host``), as CuPy's do.
 
 ``memory`` counts the bytes of live device arrays (and their peak), as CuPy's pool would be asked
-for them (without its rounding, caching or cuBLAS workspaces).
+for them (without its rounding, caching or cuBLAS workspaces); active ``cuda.memory_hook.MemoryHook``s
+are told of every allocation and free, as CuPy tells them.
+
+``events`` counts what a GPU would be asked to do: kernel launches (``kernel``: RawKernel calls,
+by name in ``kernel_names``; ``blas``: cuBLAS gemm and dot; ``elementwise`` and ``reduction``:
+CuPy's own kernels behind ufuncs, array methods and module functions; ``memset``: ``fill(0)`` and
+``zeros``; ``copy``: device-to-device copies) and transfers (``d2h``: ``get()``, ``asnumpy``,
+``float()``/``int()``/``bool()``/``item()``/``tolist()`` of a device array; ``h2d``: host data
+to the device).  An operation counts once, however NumPy implements it underneath.
 
 Not emulated: timing, concurrency between threads (they run one after another), the memory model.
 """
@@ -18,6 +26,8 @@ import ctypes
 import sys
 import types
 import weakref
+from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,16 +37,51 @@ GUARD = 64  # bytes of guard before and after every allocation
 GUARD_BYTE = 0xA7
 _guarded: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
 memory = {"live": 0, "peak": 0}  # bytes of device arrays alive now / at most since reset_peak()
+LAUNCH_KINDS = ("kernel", "blas", "elementwise", "reduction", "memset", "copy")
+TRANSFER_KINDS = ("d2h", "h2d")
+events: Counter = Counter()  # LAUNCH_KINDS and TRANSFER_KINDS since reset_events()
+kernel_names: Counter = Counter()  # RawKernel launches by name expression
+_depth = [0]  # > 0 inside a counted operation: what it does underneath is not counted again
+_hooks: list = []  # active MemoryHooks
 
 
 def reset_peak() -> None:
     memory["peak"] = memory["live"]
 
 
-def _freed(nbytes: int) -> None:
+def reset_events() -> None:
+    events.clear()
+    kernel_names.clear()
+
+
+def launches() -> int:
+    """Kernel launches of every kind counted since reset_events()."""
+    return sum(events[kind] for kind in LAUNCH_KINDS)
+
+
+@contextmanager
+def _counted(kind: str):
+    """Count one ``kind`` event for what runs inside, unless an enclosing operation already counts."""
+    if not _depth[0]:
+        events[kind] += 1
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+
+
+def _freed(nbytes: int, pointer: int) -> None:
     memory["live"] -= nbytes
+    for hook in list(_hooks):
+        hook.free_postprocess(device_id=0, mem_size=nbytes, mem_ptr=pointer, pmem_id=0)
 SCALAR_TYPES = {"f": np.float32, "d": np.float64, "i": np.int32}
 POINTEE_DTYPES = {"Pf": np.float32, "Pd": np.float64, "Pi": np.int32}
+
+
+def _to_host(array: np.ndarray) -> np.ndarray:
+    events["d2h"] += 1
+    return np.array(array.view(np.ndarray), copy=True)
 
 
 class ndarray(np.ndarray):
@@ -49,7 +94,8 @@ class ndarray(np.ndarray):
         plain = [x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs]
         if out:
             kwargs["out"] = tuple(o.view(np.ndarray) for o in out)
-        result = getattr(ufunc, method)(*plain, **kwargs)
+        with _counted("elementwise" if method == "__call__" else "reduction"):
+            result = getattr(ufunc, method)(*plain, **kwargs)
         if out:
             return out[0] if len(out) == 1 else out
         return _device(result)
@@ -58,15 +104,70 @@ class ndarray(np.ndarray):
         # CuPy sends a non-CuPy value to fill(), which refuses arrays that are not 0-d
         if isinstance(value, np.ndarray) and not isinstance(value, ndarray) and value.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
-        super().__setitem__(index, value)
+        device = isinstance(value, ndarray)
+        with _counted("copy" if device else "elementwise"):
+            super().__setitem__(index, value.view(np.ndarray) if device else value)
 
+    # CuPy runs one kernel for each of these (cuBLAS for dot); NumPy may run several ufuncs.
+    def sum(self, *args, **kwargs):
+        with _counted("reduction"):
+            return _device(super().sum(*args, **kwargs))
+
+    def mean(self, *args, **kwargs):
+        with _counted("reduction"):
+            return _device(super().mean(*args, **kwargs))
+
+    def dot(self, *args, **kwargs):
+        with _counted("blas"):
+            return _device(super().dot(*args, **kwargs))
+
+    def astype(self, dtype, *args, copy=True, **kwargs):
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        with _counted("elementwise"):
+            return super().astype(dtype, *args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        with _counted("copy"):
+            return super().copy(*args, **kwargs)
+
+    def fill(self, value) -> None:
+        with _counted("memset" if value == 0 else "elementwise"):
+            super().fill(value)
+
+    # ------------------------------------------------------------ device -> host
     def get(self) -> np.ndarray:
-        return np.array(self.view(np.ndarray), copy=True)
+        return _to_host(self)
+
+    def item(self, *args):
+        return _to_host(self).item(*args)
+
+    def tolist(self):
+        return _to_host(self).tolist()
+
+    def __float__(self) -> float:
+        return float(_to_host(self))
+
+    def __int__(self) -> int:
+        return int(_to_host(self))
+
+    def __bool__(self) -> bool:
+        return bool(_to_host(self))
+
+    @property
+    def data(self) -> "MemoryPointer":
+        """The device address of the first element (CuPy's ``ndarray.data``), for cuBLAS calls."""
+        return MemoryPointer(self.ctypes.data)
 
 
 def _device(value):
+    """NumPy results as device arrays; a NumPy scalar becomes a 0-d device array, as CuPy returns."""
     if isinstance(value, tuple):
         return tuple(_device(v) for v in value)
+    if isinstance(value, np.generic):
+        scalar = _allocate((), value.dtype)
+        scalar.view(np.ndarray)[()] = value
+        return scalar
     if isinstance(value, np.ndarray) and not isinstance(value, ndarray):
         return value.view(ndarray)
     return value
@@ -86,7 +187,10 @@ def _allocate(shape, dtype) -> ndarray:
     _guarded[id(raw)] = raw
     memory["live"] += nbytes
     memory["peak"] = max(memory["peak"], memory["live"])
-    weakref.finalize(raw, _freed, nbytes)
+    pointer = raw.ctypes.data
+    for hook in list(_hooks):
+        hook.malloc_postprocess(device_id=0, size=nbytes, mem_size=nbytes, mem_ptr=pointer, pmem_id=0)
+    weakref.finalize(raw, _freed, nbytes, pointer)
     return array
 
 
@@ -110,26 +214,33 @@ def empty(shape, dtype=np.float64, order="C"):
 
 def zeros(shape, dtype=np.float64, order="C"):
     array = _allocate(shape, dtype)
-    array.view(np.ndarray).fill(0)
+    array.fill(0)
     return array
 
 
 def ones(shape, dtype=np.float64):
     array = _allocate(shape, dtype)
-    array.view(np.ndarray).fill(1)
+    array.fill(1)
     return array
 
 
 def full(shape, fill_value, dtype=None):
-    host = np.full(shape, fill_value, dtype)
-    return array(host)
+    dtype = np.asarray(fill_value).dtype if dtype is None else dtype
+    array = _allocate(shape, dtype)
+    array.fill(fill_value)
+    return array
 
 
 def array(obj, dtype=None, copy=True, order="K"):
-    host = np.array(obj.view(np.ndarray) if isinstance(obj, ndarray) else obj, dtype=dtype)
+    with _counted("copy" if isinstance(obj, ndarray) else "h2d"):
+        host = np.array(obj.view(np.ndarray) if isinstance(obj, ndarray) else obj, dtype=dtype)
     out = _allocate(host.shape, host.dtype)
     out.view(np.ndarray)[...] = host
     return out
+
+
+def asnumpy(a) -> np.ndarray:
+    return _to_host(a) if isinstance(a, ndarray) else np.asarray(a)
 
 
 def asarray(obj, dtype=None, order=None):
@@ -166,7 +277,8 @@ def __getattr__(name: str):
         for a in list(args) + list(kwargs.values()):
             if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
                 raise TypeError(f"cupy.{name}: a NumPy array given where a device array is needed")
-        return _device(value(*args, **kwargs))
+        with _counted("blas" if name in ("dot", "vdot", "matmul", "tensordot") else "elementwise"):
+            return _device(value(*args, **kwargs))
 
     return device_function
 
@@ -189,6 +301,8 @@ class RawKernel:
             if isinstance(arg, ndarray):
                 arrays.append(arg)
         pointers = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+        events["kernel"] += 1
+        kernel_names[name] += 1
         error = self.kernel.launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), pointers,
                                    int(self.kernel.fibers))
         if error:
@@ -227,25 +341,7 @@ class RawModule:
         return RawKernel(self._kernels[name])
 
 
-# ---------------------------------------------------------------- cupy.cublas / cupy.cuda
-def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
-    assert a.ndim == b.ndim == 2 and a.dtype == b.dtype
-    op_a = a.view(np.ndarray).T if transa == "T" else a.view(np.ndarray)
-    op_b = b.view(np.ndarray).T if transb == "T" else b.view(np.ndarray)
-    assert op_a.shape[1] == op_b.shape[0]
-    product = alpha * (op_a @ op_b)
-    if out is None:
-        return array(product.astype(a.dtype))
-    assert out.shape == product.shape and out.dtype == a.dtype
-    target = out.view(np.ndarray)
-    target[...] = product if beta == 0 else product + beta * target
-    return out
-
-
-cublas = types.ModuleType("cupy.cublas")
-cublas.gemm = _gemm
-
-
+# ---------------------------------------------------------------- cupy.cuda
 class Device:
     def __init__(self, device=None):
         self.id = 0 if device is None else int(device)
@@ -263,15 +359,17 @@ class Device:
 
 
 class MemoryHook:
-    """cupy.cuda.memory_hook.MemoryHook: entered and left; the emulator reports live bytes itself."""
+    """cupy.cuda.memory_hook.MemoryHook: while entered, told of every device allocation and free
+    (``mem_size`` = the array's bytes; CuPy's pool would round them up to 512)."""
 
     name = "MemoryHook"
 
     def __enter__(self):
+        _hooks.append(self)
         return self
 
     def __exit__(self, *_):
-        pass
+        _hooks.remove(self)
 
     def malloc_postprocess(self, **kwargs):
         pass
@@ -281,12 +379,12 @@ class MemoryHook:
 
 
 def get_default_memory_pool():
-    return types.SimpleNamespace(used_bytes=lambda: memory["live"])
+    return types.SimpleNamespace(used_bytes=lambda: memory["live"], free_all_blocks=lambda: None)
 
 
 cuda = types.ModuleType("cupy.cuda")
 cuda.Device = Device
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
                                      getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"})
 cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
 memory_hook = types.ModuleType("cupy.cuda.memory_hook")
@@ -294,10 +392,94 @@ memory_hook.MemoryHook = MemoryHook
 cuda.memory_hook = memory_hook
 
 
+# ---------------------------------------------------------------- cuBLAS (cupy.cuda.cublas)
+class MemoryPointer:
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+
+CUDA_R_32F, CUDA_R_64F = 0, 1  # cudaDataType_t
+_DATA_TYPES = {CUDA_R_32F: np.dtype(np.float32), CUDA_R_64F: np.dtype(np.float64)}
+# cublasComputeType_t -> the data type it computes; 77 (FAST_TF32) rounds float32 inputs to TF32
+_COMPUTE_TYPES = {68: np.dtype(np.float32), 69: np.dtype(np.float32), 77: np.dtype(np.float32),
+                  70: np.dtype(np.float64), 71: np.dtype(np.float64)}
+_COMPUTE_32F_FAST_TF32 = 77
+_CUBLAS_HANDLE = 0x7C0B1A5
+
+
+def _device_matrices(call: str, pointer: int, dtype: np.dtype, shape: tuple[int, int], ld: int, stride: int,
+                     batch: int) -> np.ndarray:
+    """The (batch, rows, cols) column-major matrices cuBLAS would read at ``pointer``, as a writable view.
+
+    Refuses a leading dimension below the rows and any matrix not wholly inside one live device array.
+    """
+    rows, cols = shape
+    if ld < max(1, rows) or stride < 0:
+        raise ValueError(f"emulator: {call}: leading dimension {ld} for {rows} rows, batch stride {stride}")
+    item = dtype.itemsize
+    extent = ((batch - 1) * stride + (cols - 1) * ld + rows) * item
+    for raw in list(_guarded.values()):
+        start = raw.ctypes.data + GUARD
+        if start <= pointer and pointer + extent <= start + raw.size - 2 * GUARD:
+            if (pointer - start) % item:
+                raise ValueError(f"emulator: {call}: misaligned {dtype} pointer")
+            offset = GUARD + pointer - start
+            flat = raw[offset:offset + extent].view(dtype)
+            return np.lib.stride_tricks.as_strided(flat, (batch, rows, cols), (stride * item, item, ld * item))
+    raise RuntimeError(f"emulator: {call}: {extent} bytes at {pointer:#x} are not inside one device array")
+
+
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to TF32 (10-bit mantissa, to nearest even), as tensor cores take them."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x), rounded, x)
+
+
+def gemm_strided_batched_ex(handle, transa, transb, m, n, k, alpha, a, a_type, lda, stride_a, b, b_type, ldb,
+                            stride_b, beta, c, c_type, ldc, stride_c, batch_count, compute_type, algo) -> None:
+    """cublasGemmStridedBatchedEx: C[i] = alpha op(A[i]) op(B[i]) + beta C[i], column-major, host scalars."""
+    call = "cublasGemmStridedBatchedEx"
+    if handle != _CUBLAS_HANDLE:
+        raise ValueError(f"emulator: {call}: not a cuBLAS handle")
+    dtype = _DATA_TYPES.get(a_type)
+    if dtype is None or b_type != a_type or c_type != a_type or _COMPUTE_TYPES.get(compute_type) != dtype:
+        raise ValueError(f"emulator: {call}: CUBLAS_STATUS_NOT_SUPPORTED (types {a_type}, {b_type}, {c_type}, "
+                         f"compute {compute_type})")
+    if min(m, n, k, batch_count) < 0 or transa not in (0, 1) or transb not in (0, 1):
+        raise ValueError(f"emulator: {call}: CUBLAS_STATUS_INVALID_VALUE")
+    if m == 0 or n == 0 or batch_count == 0:
+        return
+    events["blas"] += 1
+    scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    alpha, beta = scalar.from_address(alpha).value, scalar.from_address(beta).value
+    out = _device_matrices(call, c, dtype, (m, n), ldc, stride_c, batch_count)
+    if batch_count > 1 and stride_c < (n - 1) * ldc + m:
+        raise ValueError(f"emulator: {call}: output matrices overlap (stride {stride_c})")
+    product = np.zeros(out.shape, dtype)
+    if k > 0:
+        op_a = _device_matrices(call, a, dtype, (k, m) if transa else (m, k), lda, stride_a, batch_count)
+        op_b = _device_matrices(call, b, dtype, (n, k) if transb else (k, n), ldb, stride_b, batch_count)
+        op_a, op_b = (op_a.transpose(0, 2, 1) if transa else op_a), (op_b.transpose(0, 2, 1) if transb else op_b)
+        if compute_type == _COMPUTE_32F_FAST_TF32:
+            op_a, op_b = _tf32(op_a), _tf32(op_b)
+        product = dtype.type(alpha) * np.matmul(op_a, op_b)
+    if beta != 0:  # beta == 0: C is not read (NaN there does not propagate)
+        product += dtype.type(beta) * out
+    out[...] = product
+
+
+cuda_cublas = types.ModuleType("cupy.cuda.cublas")
+cuda_cublas.CUBLAS_OP_N, cuda_cublas.CUBLAS_OP_T = 0, 1
+cuda_cublas.gemmStridedBatchedEx = gemm_strided_batched_ex
+cuda.cublas = cuda_cublas
+cuda.get_cublas_handle = lambda: _CUBLAS_HANDLE
+cuda.runtime.CUDA_R_32F, cuda.runtime.CUDA_R_64F = CUDA_R_32F, CUDA_R_64F
+
+
 def install() -> dict:
     """Make ``import cupy`` give this module; returns what sys.modules held before (for restore)."""
-    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cublas": cublas,
-             "cupy.cuda.memory_hook": memory_hook}
+    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cuda.memory_hook": memory_hook}
     previous = {name: sys.modules.get(name) for name in names}
     sys.modules.update(names)
     return previous
