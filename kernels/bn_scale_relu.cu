@@ -2,9 +2,9 @@
 // array viewed as (outer, channels, inner) (NCHW: outer = N, inner = H * W).  Per channel c:
 //   z = (x - mean[c]) / std[c],   u = z * gamma[c] + beta[c],   h = u > 0 ? u : u * slope
 // with the roundings of the three separate kernels (bn_normalize, scale_bias, relu_forward).
-// Forward: bsr_stat_partials + bsr_stat_finish (batch statistics; stored ones come from
-// batchnorm.cu's bn_global_stats), then bsr_forward.  Backward: bsr_grad_partials +
-// bsr_grad_finish (one reduction), then bsr_backward (one apply pass).  No atomics: deterministic.
+// Forward: bsr_stats (batch statistics, one launch; stored ones come from batchnorm.cu's
+// bn_global_stats), then bsr_forward.  Backward: bsr_grad_sums (one reduction, one launch), then
+// bsr_backward (one apply pass).  No floating-point atomics: deterministic.
 #include "common.cuh"
 
 // Chan et al.'s merge of two (count, mean, M2) summaries, M2 = sum of squared deviations.
@@ -66,15 +66,23 @@ __device__ void block_sum_pair(T& a, T& b, T* shared) {
   __syncthreads();
 }
 
-// Per (channel c = blockIdx.y, chunk k = blockIdx.x of gridDim.x): the count, mean and M2 of the
-// elements of channel c whose position j = o * inner + i (o < outer, i < inner) lies in chunk k,
-// written at part_*[c * chunks + k] (Welford per thread, then a merge across the block).
+// Batch statistics in one launch.  Block (chunk k = blockIdx.x of gridDim.x, channel c = blockIdx.y):
+// the count, mean and M2 of the elements of channel c whose position j = o * inner + i (o < outer,
+// i < inner) lies in chunk k, written at part_*[c * chunks + k] (Welford per thread, then a merge
+// across the block).  The channel's last block (arrived_last, common.cuh; arrivals[c] is 0 on entry
+// and on return) merges the partials in chunk order into the batch mean and variance (M2 / m),
+// std[c] = sqrt(var + eps), and updates Caffe's running sums (as bn_batch_stats):
+//   running_mean = mean + fraction * running_mean
+//   running_var  = correction * var + fraction * running_var   (correction = m / (m - 1))
+//   running_scale[0] = running_scale[0] * fraction + 1         (by channel 0)
 // Launch: grid (chunks, channels) with channels <= 65535, block BLOCK_THREADS.
 template <typename T>
-__global__ void bsr_stat_partials(const T* x, const int outer, const int channels, const int inner, T* part_count,
-                                  T* part_mean, T* part_m2) {
+__global__ void bsr_stats(const T* x, const int outer, const int channels, const int inner, T* part_count,
+                          T* part_mean, T* part_m2, int* arrivals, const T eps, const T fraction, const T correction,
+                          T* running_mean, T* running_var, T* running_scale, T* mean_out, T* std_out) {
   __shared__ T shared[3 * BLOCK_THREADS];
   const int c = blockIdx.y;
+  const int chunks = gridDim.x;
   const Chunk chunk = block_chunk(outer * inner);
   T n = 0, mean = 0, m2 = 0;
   for (int j = chunk.begin + threadIdx.x; j < chunk.end; j += blockDim.x) {
@@ -86,29 +94,21 @@ __global__ void bsr_stat_partials(const T* x, const int outer, const int channel
   }
   block_merge_moments(n, mean, m2, shared);
   if (threadIdx.x == 0) {
-    const int slot = c * gridDim.x + blockIdx.x;
+    const int slot = c * chunks + blockIdx.x;
     part_count[slot] = n;
     part_mean[slot] = mean;
     part_m2[slot] = m2;
   }
-}
-
-// Channel c = blockIdx.x: merges its `chunks` partials into the batch mean and variance (M2 / m),
-// std[c] = sqrt(var + eps), and updates Caffe's running sums (as bn_batch_stats):
-//   running_mean = mean + fraction * running_mean
-//   running_var  = correction * var + fraction * running_var   (correction = m / (m - 1))
-//   running_scale[0] = running_scale[0] * fraction + 1         (by channel 0)
-// Launch: grid (channels), block BLOCK_THREADS.
-template <typename T>
-__global__ void bsr_stat_finish(const T* part_count, const T* part_mean, const T* part_m2, const int chunks,
-                                const T eps, const T fraction, const T correction, T* running_mean, T* running_var,
-                                T* running_scale, T* mean_out, T* std_out) {
-  __shared__ T shared[3 * BLOCK_THREADS];
-  const int c = blockIdx.x;
-  T n = 0, mean = 0, m2 = 0;
+  if (!arrived_last(arrivals + c, chunks)) return;
+  const volatile T* counts = part_count;
+  const volatile T* means = part_mean;
+  const volatile T* m2s = part_m2;
+  n = 0;
+  mean = 0;
+  m2 = 0;
   for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
     const int slot = c * chunks + k;
-    merge_moments(n, mean, m2, part_count[slot], part_mean[slot], part_m2[slot]);
+    merge_moments(n, mean, m2, counts[slot], means[slot], m2s[slot]);
   }
   block_merge_moments(n, mean, m2, shared);
   if (threadIdx.x == 0) {
@@ -135,15 +135,20 @@ __global__ void bsr_forward(const int count, const T* x, const T* mean, const T*
   }
 }
 
-// Per (channel c = blockIdx.y, chunk k = blockIdx.x), over the elements of the chunk (as in
-// bsr_stat_partials), with du = h > 0 ? dh : dh * slope (ReLU's gradient; h is the unit's output)
-// and z = (x - mean[c]) / std[c]:  part_du = sum of du,  part_du_z = sum of du * z.
+// The backward reduction in one launch.  Block (chunk k = blockIdx.x, channel c = blockIdx.y), over
+// the elements of the chunk (as in bsr_stats), with du = h > 0 ? dh : dh * slope (ReLU's gradient;
+// h is the unit's output) and z = (x - mean[c]) / std[c]: part_du = sum of du, part_du_z = sum of
+// du * z.  The channel's last block adds its partials in chunk order, S of du and D of du * z:
+//   beta_diff[c] += S,  gamma_diff[c] += D   (Scale's parameter gradients; either may be null),
+//   sum_dz[c] = S * gamma[c],  sum_dz_z[c] = D * gamma[c]   (BatchNorm's sums of its top diff dz = du * gamma).
 // Launch: grid (chunks, channels) with channels <= 65535, block BLOCK_THREADS.
 template <typename T>
-__global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* mean, const T* std, const T slope,
-                                  const int outer, const int channels, const int inner, T* part_du, T* part_du_z) {
+__global__ void bsr_grad_sums(const T* x, const T* h, const T* dh, const T* mean, const T* std, const T slope,
+                              const int outer, const int channels, const int inner, T* part_du, T* part_du_z,
+                              int* arrivals, const T* gamma, T* gamma_diff, T* beta_diff, T* sum_dz, T* sum_dz_z) {
   __shared__ T shared[2 * BLOCK_THREADS];
   const int c = blockIdx.y;
+  const int chunks = gridDim.x;
   const Chunk chunk = block_chunk(outer * inner);
   T sum = 0, dot = 0;
   for (int j = chunk.begin + threadIdx.x; j < chunk.end; j += blockDim.x) {
@@ -156,24 +161,17 @@ __global__ void bsr_grad_partials(const T* x, const T* h, const T* dh, const T* 
   }
   block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {
-    part_du[c * gridDim.x + blockIdx.x] = sum;
-    part_du_z[c * gridDim.x + blockIdx.x] = dot;
+    part_du[c * chunks + blockIdx.x] = sum;
+    part_du_z[c * chunks + blockIdx.x] = dot;
   }
-}
-
-// Channel c = blockIdx.x: S = sum of its du partials, D = sum of its du * z partials;
-//   beta_diff[c] += S,  gamma_diff[c] += D   (Scale's parameter gradients; either may be null),
-//   sum_dz[c] = S * gamma[c],  sum_dz_z[c] = D * gamma[c]   (BatchNorm's sums of its top diff dz = du * gamma).
-// Launch: grid (channels), block BLOCK_THREADS.
-template <typename T>
-__global__ void bsr_grad_finish(const T* part_du, const T* part_du_z, const int chunks, const T* gamma,
-                                T* gamma_diff, T* beta_diff, T* sum_dz, T* sum_dz_z) {
-  __shared__ T shared[2 * BLOCK_THREADS];
-  const int c = blockIdx.x;
-  T sum = 0, dot = 0;
+  if (!arrived_last(arrivals + c, chunks)) return;
+  const volatile T* sums = part_du;
+  const volatile T* dots = part_du_z;
+  sum = 0;
+  dot = 0;
   for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
-    sum += part_du[c * chunks + k];
-    dot += part_du_z[c * chunks + k];
+    sum += sums[c * chunks + k];
+    dot += dots[c * chunks + k];
   }
   block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {

@@ -22,8 +22,8 @@ def test_fused_unit_on_gpu_matches_the_three_layers_on_cpu(gpu, options, dtype, 
         assert_close(ours[key], reference, tol, key)
 
 
-def test_fused_unit_takes_three_launches_each_way(gpu, monkeypatch) -> None:
-    """Forward: statistics (two launches) + one apply pass; backward: one reduction (two) + one apply pass."""
+def test_fused_unit_takes_two_launches_each_way(gpu, monkeypatch) -> None:
+    """Forward: statistics (one launch) + one apply pass; backward: one reduction (one) + one apply pass."""
     if not hasattr(gpu, "RawKernel"):
         pytest.skip("launches are counted on the emulator")
     net = unit_net(device="gpu", dtype=np.float32)
@@ -35,10 +35,10 @@ def test_fused_unit_takes_three_launches_each_way(gpu, monkeypatch) -> None:
     monkeypatch.setattr(gpu.RawKernel, "__call__", lambda self, *a, **k: (launched.append(self.kernel.name),
                                                                            call(self, *a, **k))[1])
     unit.layer.forward(bottoms, tops)
-    assert launched == ["bsr_stat_partials<float>", "bsr_stat_finish<float>", "bsr_forward<float>"]
+    assert launched == ["bsr_stats<float>", "bsr_forward<float>"]
     launched.clear()
     unit.layer.backward(tops, [True], bottoms)
-    assert launched == ["bsr_grad_partials<float>", "bsr_grad_finish<float>", "bsr_backward<float>"]
+    assert launched == ["bsr_grad_sums<float>", "bsr_backward<float>"]
     launched.clear()
     unit.layer.recompute_outputs(bottoms, tops)
     assert launched == ["bsr_forward<float>"]

@@ -5,24 +5,23 @@ import numpy as np
 
 from ..backend import cupy_module
 from .loader import NULL, contiguous, count_arg, empty_like, ints, launch, launch_blocks, scalar, view
-from .reduce import chunks_for
+from .reduce import arrivals, chunks_for
 
 
 def batch_stats(x, dims: tuple[int, int, int], eps: float, fraction: float, running: list):
     """(mean, std) of the batch per channel, updating BatchNorm's running sums ``running`` in place
-    (Caffe's rule, see bsr_stat_finish).  Two launches."""
+    (Caffe's rule, see bsr_stats).  One launch."""
     outer, channels, inner = dims
     count_arg(outer * channels * inner)
     chunks = chunks_for(channels, outer * inner)
     cp = cupy_module()
-    parts = [cp.empty((channels, chunks), x.dtype) for _ in range(3)]
-    launch_blocks("bn_scale_relu", "bsr_stat_partials", x.dtype, (chunks, channels), contiguous(x),
-                  *ints(outer, channels, inner), *parts)
-    m = outer * inner
-    mean, std = cp.empty((channels,), x.dtype), cp.empty((channels,), x.dtype)
     dt = x.dtype
-    launch_blocks("bn_scale_relu", "bsr_stat_finish", dt, (channels,), *parts, count_arg(chunks), scalar(eps, dt),
-                  scalar(fraction, dt), scalar(m / (m - 1) if m > 1 else 1.0, dt), *running, mean, std)
+    parts = [cp.empty((channels, chunks), dt) for _ in range(3)]
+    mean, std = cp.empty((channels,), dt), cp.empty((channels,), dt)
+    m = outer * inner
+    launch_blocks("bn_scale_relu", "bsr_stats", dt, (chunks, channels), contiguous(x), *ints(outer, channels, inner),
+                  *parts, arrivals(channels), scalar(eps, dt), scalar(fraction, dt), scalar(m / (m - 1) if m > 1 else 1.0, dt),
+                  *running, mean, std)
     return mean, std
 
 
@@ -40,7 +39,7 @@ def backward(x, h, dh, dims: tuple[int, int, int], mean, std, gamma, slope: floa
     """The unit's input gradient (None unless ``want_dx``); accumulates Scale's parameter gradients into
     ``gamma_diff`` / ``beta_diff`` (None: not wanted) and overwrites ``dh`` (contiguous) with dz (or du).
 
-    One reduction (two launches) when batch statistics or a parameter gradient need it, then one apply pass.
+    One reduction (one launch) when batch statistics or a parameter gradient need it, then one apply pass.
     """
     outer, channels, inner = dims
     dt = x.dtype
@@ -50,10 +49,9 @@ def backward(x, h, dh, dims: tuple[int, int, int], mean, std, gamma, slope: floa
         chunks = chunks_for(channels, outer * inner)
         cp = cupy_module()
         part_du, part_du_z = cp.empty((channels, chunks), dt), cp.empty((channels, chunks), dt)
-        launch_blocks("bn_scale_relu", "bsr_grad_partials", dt, (chunks, channels), x, h, dh, mean, std,
-                      scalar(slope, dt), *ints(outer, channels, inner), part_du, part_du_z)
         sums = cp.empty((2, channels), dt)
-        launch_blocks("bn_scale_relu", "bsr_grad_finish", dt, (channels,), part_du, part_du_z, count_arg(chunks),
+        launch_blocks("bn_scale_relu", "bsr_grad_sums", dt, (chunks, channels), x, h, dh, mean, std,
+                      scalar(slope, dt), *ints(outer, channels, inner), part_du, part_du_z, arrivals(channels),
                       contiguous(gamma), NULL if gamma_diff is None else view(gamma_diff, -1),
                       NULL if beta_diff is None else view(beta_diff, -1), sums[0], sums[1])
         if batch_stats:

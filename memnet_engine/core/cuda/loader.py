@@ -21,13 +21,12 @@ from ..backend import cupy_module
 KERNELS: dict[str, tuple[str, ...]] = {
     "activation": ("relu_forward", "relu_backward"),
     "batchnorm": ("bn_batch_stats", "bn_global_stats", "bn_normalize", "bn_backward"),
-    "bn_scale_relu": ("bsr_stat_partials", "bsr_stat_finish", "bsr_forward", "bsr_grad_partials", "bsr_grad_finish",
-                      "bsr_backward"),
+    "bn_scale_relu": ("bsr_stats", "bsr_forward", "bsr_grad_sums", "bsr_backward"),
     "copy": ("concat_copy",),
-    "eltwise": ("weighted_sum", "eltwise_prod", "eltwise_prod_grad", "eltwise_max", "eltwise_max_backward"),
+    "eltwise": ("weighted_sum", "scaled_copies", "eltwise_prod", "eltwise_prod_grad", "eltwise_max", "eltwise_max_backward"),
     "im2col": ("im2col", "col2im"),
     "loss": ("euclidean_backward",),
-    "reduce": ("channel_partial_sums", "sum_rows"),
+    "reduce": ("channel_sums",),
     "scale_bias": ("scale_bias",),
     "sgd": ("sgd_update",),
 }

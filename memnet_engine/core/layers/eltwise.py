@@ -102,12 +102,15 @@ class EltwiseLayer(Layer):
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
+        if self.op == SUM:
+            wanted = [i for i in range(len(bottoms)) if propagate_down[i]]
+            for i, diff in zip(wanted, gpu.scaled_copies(dy, [self.coeffs[i] for i in wanted])):
+                bottoms[i].diff = diff
+            return
         for i, b in enumerate(bottoms):
             if not propagate_down[i]:
                 continue
-            if self.op == SUM:
-                b.diff = gpu.weighted_sum([dy], [self.coeffs[i]])
-            elif self.op == PROD and self.stable_prod_grad:
+            if self.op == PROD and self.stable_prod_grad:
                 b.diff = gpu.product([o.data for j, o in enumerate(bottoms) if j != i] + [dy])
             elif self.op == PROD:
                 b.diff = gpu.product_grad_by_quotient(tops[0].data, b.data, dy)

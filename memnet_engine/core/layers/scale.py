@@ -7,7 +7,7 @@ num_axes 0 makes ``s`` a scalar; -1 covers every axis from ``axis`` on.
 from __future__ import annotations
 
 from ..cuda.loader import view
-from ..cuda.reduce import finish, partial_sums
+from ..cuda.reduce import channel_sums
 from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
@@ -116,11 +116,8 @@ class ScaleLayer(Layer):
         want_bias = self.param.scale_param.bias_term and self.param_propagate_down[-1]
         want_scale = (learned_scale and self.param_propagate_down[0]) or (not learned_scale and propagate_down[1])
         if want_bias or want_scale:
-            part_sum, part_dot = partial_sums(dy, self.dims, times=self._input(bottoms) if want_scale else None,
-                                              sums=want_bias, dots=want_scale)
-            if want_bias:
-                finish(part_sum, view(self.blobs[-1].diff, -1), beta=1.0)
-            if want_scale:
-                finish(part_dot, view(s.diff, -1), beta=1.0 if learned_scale else 0.0)
+            channel_sums(dy, self.dims, times=self._input(bottoms) if want_scale else None,
+                         sums=view(self.blobs[-1].diff, -1) if want_bias else None, beta_sums=1.0,
+                         dots=view(s.diff, -1) if want_scale else None, beta_dots=1.0 if learned_scale else 0.0)
         if propagate_down[0]:
             bottoms[0].diff = scale_bias(dy, self.dims, s.data)
