@@ -14,7 +14,8 @@ def test_profile_of_a_cpu_training_step(monkeypatch):
         solver.step(1)
     assert profiler.active is None
     assert prof.launches == 0 and prof.transfers == 0 and not prof.complete  # nothing runs on a device
-    assert {"HDF5Data", "Convolution", "BatchNorm", "Scale", "ReLU", "EuclideanLoss"} <= set(prof.layer_times)
+    # a solver step runs each BatchNorm -> Scale -> ReLU chain as one fused unit
+    assert {"HDF5Data", "Convolution", "BatchNorm+Scale+ReLU", "EuclideanLoss"} <= set(prof.layer_times)
     forward, backward = prof.layer_times["Convolution"]
     assert forward > 0 and backward > 0
     assert 0 < sum(map(sum, prof.layer_times.values())) <= prof.wall_ms
