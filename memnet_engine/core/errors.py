@@ -15,3 +15,7 @@ class NetError(MemnetError):
 
 class WeightsError(MemnetError):
     """A .caffemodel / .solverstate that cannot be read or does not fit the net."""
+
+
+class ReleasedBlobError(MemnetError):
+    """A blob array read after the net freed it (its memory plan keeps only what later layers need)."""
