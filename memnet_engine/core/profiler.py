@@ -70,9 +70,10 @@ class Profile:
                          "outside to_numpy, are not counted)")
         if self.layer_times:
             total = sum(f + b for f, b in self.layer_times.values()) or 1.0
-            lines.append(f"  {'layer type':16}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
+            width = max(16, *(len(kind) + 2 for kind in self.layer_times))
+            lines.append(f"  {'layer type':{width}}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
             for kind, (fwd, bwd) in sorted(self.layer_times.items(), key=lambda kv: -sum(kv[1])):
-                lines.append(f"  {kind:16}{fwd:12.2f}{bwd:13.2f}{100 * (fwd + bwd) / total:7.1f}%")
+                lines.append(f"  {kind:{width}}{fwd:12.2f}{bwd:13.2f}{100 * (fwd + bwd) / total:7.1f}%")
         return "\n".join(lines)
 
 
