@@ -51,15 +51,19 @@ class ConcatLayer(Layer):
     def _slice(self, i: int) -> tuple:
         return (slice(None),) * self.axis + (slice(self.offsets[i], self.offsets[i + 1]),)
 
-    def forward_cpu(self, bottoms, tops) -> None:
+    def _forward(self, bottoms, tops, copy_in) -> None:
+        """Copy each bottom not already in place into the output with ``copy_in(out, data, i)``."""
         if len(bottoms) == 1:
             tops[0].share_data(bottoms[0])
             return
         out = self._output(tops)
         for i, b in enumerate(bottoms):
             if i not in self.bottoms_in_place:
-                out[self._slice(i)] = b.data
+                copy_in(out, b.data, i)
         tops[0].data = out
+
+    def forward_cpu(self, bottoms, tops) -> None:
+        self._forward(bottoms, tops, lambda out, data, i: out.__setitem__(self._slice(i), data))
 
     def _output(self, tops):
         out = self.planned_outputs.get(0)
@@ -72,14 +76,7 @@ class ConcatLayer(Layer):
                 b.diff = dy[self._slice(i)].copy()
 
     def forward_gpu(self, bottoms, tops) -> None:
-        if len(bottoms) == 1:
-            tops[0].share_data(bottoms[0])
-            return
-        out = self._output(tops)
-        for i, b in enumerate(bottoms):
-            if i not in self.bottoms_in_place:
-                concat_into(out, b.data, self.axis, self.offsets[i])
-        tops[0].data = out
+        self._forward(bottoms, tops, lambda out, data, i: concat_into(out, data, self.axis, self.offsets[i]))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
