@@ -340,10 +340,10 @@ class Run:
         self.report["layer_types"] = {kind: {"forward_ms": sig(f), "backward_ms": sig(b)}
                                       for kind, (f, b) in sorted(times.items(), key=lambda kv: -sum(kv[1]))}
         if prof:
-            section["engine"]["profile"] = {"launches_per_step": prof.launches / iters,
+            section["engine"]["profile"] = {"steps": iters, "launches_per_step": prof.launches / iters,
                                             "transfers_per_step": prof.transfers / iters,
-                                            "launches_by_kind": prof.launches_by_kind, "complete": prof.complete}
-            print(prof.report(), file=sys.stderr)
+                                            "launches_by_kind": prof.launches_by_kind, "complete": prof.complete,
+                                            "report": prof.report()}
         if "Convolution" in times:
             section["engine"]["conv_ms"] = sig(sum(times["Convolution"]))
         net.save(weights)
@@ -453,17 +453,12 @@ def print_report(report: dict) -> None:
             print(line)
     print("(peak memory: memnet-engine GPU = CuPy pool bytes in use, CPU = tracemalloc bytes since the phase's "
           "net was built; PyTorch GPU = max_memory_allocated; launches and copies: CUDA profiler, one step)")
-    if report["layer_types"]:
+    profile = report["train"].get("engine", {}).get("profile")
+    if profile:
         print()
-        print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
-        times = report["layer_types"]
-        total = sum(t["forward_ms"] + t["backward_ms"] for t in times.values()) or 1.0
-        print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
-        for kind, t in times.items():
-            both = t["forward_ms"] + t["backward_ms"]
-            print(f"  {kind:16}{t['forward_ms']:10.2f}{t['backward_ms']:10.2f}{both:10.2f}{100 * both / total:7.1f}%")
-        print(f"  {'all':16}{sum(t['forward_ms'] for t in times.values()):10.2f}"
-              f"{sum(t['backward_ms'] for t in times.values()):10.2f}{total:10.2f}")
+        print(f"me.profile() of {profile['steps']} memnet-engine training steps (each layer synchronised; "
+              "layer_types in the JSON: ms per step):")
+        print(profile["report"])
 
 
 # ---------------------------------------------------------------------------------------- main
