@@ -29,7 +29,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +40,7 @@ from bench_measure import (Device, PeakMemory, TorchDevice, cuda_activity, gemm_
                            torch_gemm_peak)
 from memnet_engine.core.atomic import atomic_path  # noqa: E402
 from memnet_engine.core.errors import MemnetError  # noqa: E402
+from memnet_engine.core.profiler import Profile  # noqa: E402
 from memnet_engine.core.proto import caffe_pb2 as pb  # noqa: E402
 from memnet_engine.core.prototxt import read_net_param  # noqa: E402
 from memnet_engine.core.solver import SGDSolver, TrainingDiverged  # noqa: E402
@@ -134,30 +134,13 @@ class EngineTraining:
         self.solver.step(1)
         return float(self.solver.smoothed_loss)
 
-    def layer_times(self, iters: int) -> dict[str, list[float]]:
-        """Per layer type: [forward ms, backward ms] per training iteration (synchronised per layer)."""
-        net, sums = self.net, defaultdict(lambda: [0.0, 0.0])
-
-        def blobs(i: int):
-            return [net.blobs[n] for n in net.bottom_names[i]], [net.blobs[n] for n in net.top_names[i]]
-
-        for _ in range(iters):
-            net.clear_param_diffs()
-            for i, layer in enumerate(net.layers):
-                bottoms, tops = blobs(i)
-                sums[layer.type][0] += self._timed(lambda: layer.forward(bottoms, tops))
-            for i in reversed(range(len(net.layers))):
-                if net.layer_need_backward[i]:
-                    layer, (bottoms, tops), need = net.layers[i], blobs(i), net.bottom_need_backward[i]
-                    sums[layer.type][1] += self._timed(lambda: layer.backward(tops, need, bottoms))
-        return {kind: [t / iters for t in times] for kind, times in sums.items()}
-
-    def _timed(self, run: Callable[[], object]) -> float:
-        self.device.sync()
-        start = time.perf_counter()
-        run()
-        self.device.sync()
-        return (time.perf_counter() - start) * 1e3
+    def profiled(self, iters: int) -> Profile:
+        """``me.profile()`` of ``iters`` solver steps: launches, transfers, peak bytes and per-layer-type
+        times (the device is synchronised around every layer while profiling)."""
+        with me.profile(device="cpu" if self.device.cupy is None else "gpu") as prof:
+            for _ in range(iters):
+                self.solver.step(1)
+        return prof
 
 
 class EngineInference:
@@ -351,10 +334,17 @@ class Run:
         section["engine"] = self.timed("memnet-engine training", device.sync, engine.step, device.cupy is not None)
         section["engine"]["peak_bytes"] = peak
         self.save()
-        times = self.optional("per-layer times", lambda: engine.layer_times(max(1, min(args.iters, 5))))
+        iters = max(1, min(args.iters, 5))
+        prof = self.optional("me.profile() of training steps", lambda: engine.profiled(iters))
+        times = {kind: [t / iters for t in ms] for kind, ms in prof.layer_times.items()} if prof else {}
         self.report["layer_types"] = {kind: {"forward_ms": sig(f), "backward_ms": sig(b)}
-                                      for kind, (f, b) in sorted((times or {}).items(), key=lambda kv: -sum(kv[1]))}
-        if times and "Convolution" in times:
+                                      for kind, (f, b) in sorted(times.items(), key=lambda kv: -sum(kv[1]))}
+        if prof:
+            section["engine"]["profile"] = {"steps": iters, "launches_per_step": prof.launches / iters,
+                                            "transfers_per_step": prof.transfers / iters,
+                                            "launches_by_kind": prof.launches_by_kind, "complete": prof.complete,
+                                            "report": prof.report()}
+        if "Convolution" in times:
             section["engine"]["conv_ms"] = sig(sum(times["Convolution"]))
         net.save(weights)
         engine = net = None  # the training net goes before inference is measured
@@ -463,17 +453,12 @@ def print_report(report: dict) -> None:
             print(line)
     print("(peak memory: memnet-engine GPU = CuPy pool bytes in use, CPU = tracemalloc bytes since the phase's "
           "net was built; PyTorch GPU = max_memory_allocated; launches and copies: CUDA profiler, one step)")
-    if report["layer_types"]:
+    profile = report["train"].get("engine", {}).get("profile")
+    if profile:
         print()
-        print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
-        times = report["layer_types"]
-        total = sum(t["forward_ms"] + t["backward_ms"] for t in times.values()) or 1.0
-        print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
-        for kind, t in times.items():
-            both = t["forward_ms"] + t["backward_ms"]
-            print(f"  {kind:16}{t['forward_ms']:10.2f}{t['backward_ms']:10.2f}{both:10.2f}{100 * both / total:7.1f}%")
-        print(f"  {'all':16}{sum(t['forward_ms'] for t in times.values()):10.2f}"
-              f"{sum(t['backward_ms'] for t in times.values()):10.2f}{total:10.2f}")
+        print(f"me.profile() of {profile['steps']} memnet-engine training steps (each layer synchronised; "
+              "layer_types in the JSON: ms per step):")
+        print(profile["report"])
 
 
 # ---------------------------------------------------------------------------------------- main

@@ -31,3 +31,39 @@ __device__ T block_sum(T value, T* shared) {
   __syncthreads();
   return total;
 }
+
+// For the per-channel reductions of an array viewed as (outer, channels, inner): the positions
+// j = o * inner + i (o < outer, i < inner) of one channel are cut into gridDim.x equal chunks;
+// block blockIdx.x covers [begin, end) of them, and channel_element gives the element's index.
+struct Chunk {
+  int begin, end;
+};
+
+__device__ inline Chunk block_chunk(const int length) {
+  const int per_chunk = (length + gridDim.x - 1) / gridDim.x;
+  const int begin = blockIdx.x * per_chunk;
+  return Chunk{begin, min(length, begin + per_chunk)};
+}
+
+__device__ inline int channel_element(const int j, const int c, const int channels, const int inner) {
+  const int o = j / inner;
+  return (o * channels + c) * inner + (j - o * inner);
+}
+
+// Single-launch reductions: a block that has written its partial results takes a ticket from
+// `counter`; the block that takes the last of `blocks` tickets sees every block's partials (each
+// block fences its writes before taking its ticket), goes on to add them up, and resets the counter
+// for the next launch on the stream.  Deterministic: the last block adds the partials in a fixed
+// order, whichever block arrives last; the partials are read through volatile pointers (not from a
+// stale L1 line).  Call from code all threads of the block reach.
+__device__ inline bool arrived_last(int* counter, const int blocks) {
+  __shared__ int ticket;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ticket = atomicAdd(counter, 1);
+    if (ticket == blocks - 1) *counter = 0;
+  }
+  __syncthreads();
+  return ticket == blocks - 1;
+}

@@ -2,12 +2,31 @@
 // Every kernel is a 1-D launch over `count` elements of contiguous arrays.
 #include "common.cuh"
 
-// out[i] = alpha * x[i] + beta * y[i]; with y null, out[i] = alpha * x[i].
-// out may alias x or y (running sums: out = 1 * out + c * next).
+// out[i] = ((c0 * x0[i] + c1 * x1[i]) + c2 * x2[i]) + c3 * x3[i]: added left to right, each product
+// rounded (as separate launches of a pairwise sum would); x1..x3 may be null (their terms left out).
+// out may alias x0 (a running sum carried on: c0 = 1).
 template <typename T>
-__global__ void weighted_sum(const int count, const T alpha, const T* x, const T beta, const T* y, T* out) {
+__global__ void weighted_sum(const int count, const T c0, const T* x0, const T c1, const T* x1, const T c2,
+                             const T* x2, const T c3, const T* x3, T* out) {
   CUDA_KERNEL_LOOP(i, count) {
-    out[i] = y ? alpha * x[i] + beta * y[i] : alpha * x[i];
+    T sum = c0 * x0[i];
+    if (x1) sum = sum + c1 * x1[i];
+    if (x2) sum = sum + c2 * x2[i];
+    if (x3) sum = sum + c3 * x3[i];
+    out[i] = sum;
+  }
+}
+
+// out_k[i] = c_k * x[i] for k = 0..3 (null outputs skipped): Eltwise SUM's bottom gradients in one pass.
+template <typename T>
+__global__ void scaled_copies(const int count, const T* x, const T c0, T* out0, const T c1, T* out1, const T c2,
+                              T* out2, const T c3, T* out3) {
+  CUDA_KERNEL_LOOP(i, count) {
+    const T v = x[i];
+    if (out0) out0[i] = c0 * v;
+    if (out1) out1[i] = c1 * v;
+    if (out2) out2[i] = c2 * v;
+    if (out3) out3[i] = c3 * v;
   }
 }
 

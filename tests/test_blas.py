@@ -1,6 +1,8 @@
 """core/blas.py: NumPy's matrix products on worker threads with single-threaded BLAS."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -33,3 +35,16 @@ def test_workers_run_single_threaded_blas_where_numpy_has_openblas() -> None:
     threads = []
     blas.parallel(lambda worker, items: threads.append(setter(1)), [0, 1], serial=True)
     assert threads == [1]  # the worker was set to one BLAS thread when it started
+
+
+@pytest.mark.parametrize("setting, expected", [("1", 1), ("", None), ("0", None), ("many", None)])
+def test_omp_num_threads_caps_the_workers(monkeypatch, setting, expected) -> None:
+    """Several ranks on one machine run with OMP_NUM_THREADS=1 (one worker each); unset or invalid: one per core."""
+    monkeypatch.setenv("OMP_NUM_THREADS", setting)
+    monkeypatch.setattr(blas, "_local_thread_setter", lambda: print)  # any callable: OpenBLAS is there
+    blas.workers.cache_clear()
+    try:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert blas.workers() == (expected or cores)
+    finally:
+        blas.workers.cache_clear()

@@ -11,6 +11,7 @@ import pytest
 import memnet_engine as me
 from conftest import REPO
 from memnet_engine.core import memory
+from memnet_engine.core.solver.step_status import StepStatus
 
 CONV = ('layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param {{ '
         'num_output: {n} kernel_size: 3 weight_filler {{ type: "msra" }} }} }}')
@@ -71,3 +72,9 @@ def test_under_an_address_space_limit_a_big_net_is_refused_not_a_memory_error(tm
 def test_a_reasonable_net_still_builds_and_runs(tmp_path):
     net = build(tmp_path, net_text((2, 1, 16, 16), 4))
     assert net.forward(data=np.ones((2, 1, 16, 16), np.float32))["conv"].shape == (2, 4, 14, 14)
+
+
+def test_an_absurd_iter_size_is_refused_before_allocating_its_loss_slots(monkeypatch):
+    monkeypatch.setattr(memory, "memory_limit", lambda device="cpu": (10**9, "memory of this machine (RAM + swap)"))
+    with pytest.raises(me.MemnetError, match=r"iter_size 2147483649 \(a loss slot per pass\) needs 8\.0 GiB"):
+        StepStatus("cpu", np.float32, 2**31 + 1)

@@ -146,7 +146,9 @@ def test_freeing_intermediates_keeps_the_outputs_identical():
     full = net.forward()["z"].copy()
     lean = net.forward(keep_intermediates=False)["z"]
     np.testing.assert_array_equal(full, lean)
-    assert net.blobs["y"]._data is None and net.blobs["x"]._data is not None
+    assert net.blobs["y"].data_released and not net.blobs["x"].data_released
+    with pytest.raises(me.ReleasedBlobError, match="blob 'y'"):
+        net.blobs["y"].data
 
 
 @pytest.mark.parametrize("text, message", [

@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, shared_golden
@@ -79,14 +80,27 @@ def test_m2r2_matches_caffe_losses_weights_and_solverstate(tmp_path, monkeypatch
         assert scaled_error(solver.net.params[layer][int(i)].data, z[key]) <= TOL, key
 
 
-def test_m2r2_first_step_diffs_hold_caffes_update_values(monkeypatch):
+def test_m2r2_first_step_blobs_match_caffe_and_intermediates_are_freed(monkeypatch):
+    """A solver step runs the memory plan: outputs (the losses) stay readable, intermediates are freed;
+    the same iteration through pycaffe's path (every blob kept) shows every blob as Caffe had it."""
     monkeypatch.chdir(GOLDEN_FIXTURES)
     solver = me.SGDSolver(f"{M2R2}_solver.prototxt")
     solver.net.copy_from(f"{M2R2}_init.caffemodel")
     solver.step(1)
     z = np.load(GOLDEN_FIXTURES / f"{M2R2}.npz")
-    for key in (k for k in z.files if k.startswith("iter0/data/")):
-        assert scaled_error(solver.net.blobs[key[len("iter0/data/"):]].data, z[key]) <= TOL, key
+    keys = [k for k in z.files if k.startswith("iter0/data/")]
+    for key in keys:
+        name = key[len("iter0/data/"):]
+        if name in solver.net.outputs:
+            assert scaled_error(solver.net.blobs[name].data, z[key]) <= TOL, key
+        else:
+            with pytest.raises(me.ReleasedBlobError, match=f"blob '{name}'"):
+                solver.net.blobs[name].data
+    assert sum(name in solver.net.outputs for name in (k[len("iter0/data/"):] for k in keys)) == 3
+    net = me.Net(f"{M2R2}_train.prototxt", phase=me.TRAIN, weights=f"{M2R2}_init.caffemodel")
+    net.forward_backward()
+    for key in keys:
+        assert scaled_error(net.blobs[key[len("iter0/data/"):]].data, z[key]) <= TOL, key
 
 
 def test_solverstate_bytes_equal_caffes_for_the_same_values(tmp_path):

@@ -10,6 +10,7 @@ import memnet_engine as me
 from conftest import FIXTURES, REPO, interrupt_after
 from memnet_engine.core.solver import TrainingDiverged
 from memnet_engine.core.solver.signals import deferred_signals
+from memnet_engine.memnet.models import MemNetConfig, memnet_train_net
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
 
@@ -115,15 +116,52 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_good_snapshot(tm
             assert np.array_equal(ours.blob.data, kept.blob.data), ours.owner
 
 
+def test_an_update_that_overflows_is_never_snapshotted(tmp_path):
+    """The weights of an update that made them non-finite are not written; the message names that update."""
+    train = memnet_train_net(MemNetConfig(2, 1, 4), source="unused.txt", batch_size=4)
+    data = me.caffe_pb2.LayerParameter(name="data", type="Input", top=["data", "label"])
+    data.input_param.shape.add(dim=[4, 1, 9, 9])
+    train.layer[0].CopyFrom(data)
+    param = me.caffe_pb2.SolverParameter(net_param=train, base_lr=1e-9, momentum=0.9, weight_decay=1e-4,
+                                         clip_gradients=-1, lr_policy="fixed", max_iter=5, snapshot=1,
+                                         random_seed=1, snapshot_prefix=str(tmp_path / "m"))
+    solver = me.SGDSolver(param)
+    rs = np.random.default_rng(0)
+    for name in solver.net.inputs:
+        solver.net.blobs[name].data[...] = 1000 * rs.random(solver.net.blobs[name].shape, dtype=np.float32)
+    # from iteration 2 on, the rate of `train.py --base-lr 1e36 --clip-gradients -1`
+    solver.iteration_hooks.append(lambda stats: setattr(solver.param, "base_lr", 1e36) if stats.iteration == 2
+                                  else None)
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged, match=r"iteration 2: the update made some "
+                                                  r"weights non-finite; training stopped without snapshotting"):
+        solver.solve()
+    assert not all(np.isfinite(p.blob.data).all() for p in solver.net.learnable_params)  # it did overflow
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"m_iter_{i}.{ext}" for i in (1, 2) for ext in ("caffemodel", "solverstate")]
+    for i in (1, 2):
+        saved = me.Net(train, phase=me.TRAIN, weights=str(tmp_path / f"m_iter_{i}.caffemodel"))
+        assert all(np.isfinite(p.blob.data).all() for p in saved.learnable_params)
+        state = me.caffe_pb2.SolverState()
+        state.ParseFromString((tmp_path / f"m_iter_{i}.solverstate").read_bytes())
+        assert all(np.isfinite(h.data).all() for h in state.history)
+
+
 def test_infinite_gradient_norm_stops_before_the_update(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     solver = me.SGDSolver(str(SOLVER))
-    solver.net.clear_param_diffs()
-    solver.net.learnable_params[0].blob.diff[...] = np.inf
-    before = [p.blob.data.copy() for p in solver.net.learnable_params]
+    assert solver.param.clip_gradients >= 0  # the norm is computed for clipping
+    layer = next(layer for layer in solver.net.layers if layer.param_propagate_down and layer.param_propagate_down[0])
+    backward = layer.backward
+
+    def poisoned(*args):
+        backward(*args)
+        layer.blobs[0].diff[...] = np.inf
+    monkeypatch.setattr(layer, "backward", poisoned)
+    learned = [p for p in solver.net.learnable_params if p.lr_mult]  # (forward moves BatchNorm's statistics)
+    before = [p.blob.data.copy() for p in learned]
     with pytest.raises(TrainingDiverged, match=r"iteration 0: the gradient norm is inf"):
-        solver.apply_update()
-    assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, solver.net.learnable_params))
+        solver.step(1)
+    assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, learned))
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])

@@ -32,3 +32,21 @@ def test_ones_are_ones_of_any_length() -> None:
 def test_unknown_math_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown math mode 'fp16': use one of strict, tf32"):
         Workspace(math="fp16")
+
+
+def test_a_solver_builds_its_nets_with_its_math_mode() -> None:
+    """SGDSolver(..., math="tf32") is the opt-in TF32 mode of training (memnet-train --math tf32)."""
+    import memnet_engine as me
+    from memnet_engine.memnet.models import MemNetConfig, memnet_train_net
+
+    net = memnet_train_net(MemNetConfig(1, 1, 2, multi_supervised=False), source="unused.txt", batch_size=1)
+    data = me.caffe_pb2.LayerParameter(name="data", type="Input", top=["data", "label"])
+    data.input_param.shape.add(dim=[1, 1, 5, 5])
+    net.layer[0].CopyFrom(data)
+    param = me.caffe_pb2.SolverParameter(net_param=net, base_lr=0.01, lr_policy="fixed", max_iter=1, test_iter=[1],
+                                         test_interval=1, test_net_param=[net])
+    for math in ("strict", "tf32"):
+        solver = me.SGDSolver(param, math=math)
+        assert [n.workspace.math for n in [solver.net] + solver.test_nets] == [math, math]
+    with pytest.raises(ValueError, match="unknown math mode"):
+        me.SGDSolver(param, math="fp16")

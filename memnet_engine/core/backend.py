@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from . import profiler
+
 CPU = "cpu"
 GPU = "gpu"
 
@@ -67,5 +69,7 @@ def get_array_module(x: Any):
 def to_numpy(x: Any) -> np.ndarray:
     """A host (NumPy) copy or view of a NumPy or CuPy array."""
     if hasattr(x, "get"):
+        if profiler.active is not None:
+            profiler.active.record_transfer()
         return x.get()
     return np.asarray(x)

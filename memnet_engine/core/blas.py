@@ -32,11 +32,15 @@ def _local_thread_setter() -> "Callable[[int], int] | None":
 
 @lru_cache(maxsize=None)
 def workers() -> int:
-    """Worker threads of ``parallel``: one per core this process may use (1 when BLAS cannot be single-threaded)."""
+    """Worker threads of ``parallel``: one per core this process may use, at most ``OMP_NUM_THREADS`` when set
+    (e.g. 1 for each of several ranks on one machine); 1 when BLAS cannot be single-threaded."""
     if _local_thread_setter() is None:
         return 1
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cores))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
+    return max(1, cores)
 
 
 @lru_cache(maxsize=None)

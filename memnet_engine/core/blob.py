@@ -1,11 +1,15 @@
 """Blob: an N-d array of data and its gradient (``diff``), as in Caffe."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from .backend import CPU, array_module, host_assignable, to_numpy
+from .errors import ReleasedBlobError
+
+# Stands for an array the net freed (memory plan): reading it raises instead of giving zeros.
+RELEASED = object()
 
 
 class Blob:
@@ -14,16 +18,23 @@ class Blob:
     ``diff`` is allocated (zeros) the first time it is used, so nets that never run
     backward keep only their data.  ``data`` / ``diff`` are writable arrays (NumPy on
     the CPU, CuPy on the GPU, where ``blob.data[...] = numpy_array`` copies to the device as
-    in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.
+    in pycaffe); ``host_data()`` / ``host_diff()`` give NumPy copies.  A learnable parameter's
+    arrays are views of its net's flat buffers (``bind``): assigning ``blob.data = x`` then
+    copies into the view.
+
+    A net running its memory plan *releases* arrays nobody will read again; reading a released
+    array raises ``ReleasedBlobError`` naming the blob, until a layer writes it again (``renew``).
     """
 
-    def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU):
+    def __init__(self, shape: Iterable[int] = (), dtype=np.float32, device: str = CPU, name: str = ""):
+        self.name = name
         self.device = device
         self.xp = array_module(device)
         self.dtype = np.dtype(dtype)
         self._shape: tuple[int, ...] = tuple(int(d) for d in shape)
         self._data = None
         self._diff = None
+        self._diff_view: "Callable[[], object] | None" = None  # set by bind()
 
     # ------------------------------------------------------------------ shape
     @property
@@ -61,9 +72,17 @@ class Blob:
         if shape == self._shape:
             return
         same_count = int(np.prod(shape, dtype=np.int64)) == self.count
+        if self.bound and not same_count:
+            raise ValueError(f"a learnable parameter of shape {self._shape} cannot be reshaped to {shape}")
         self._shape = shape
-        self._data = self._data.reshape(shape) if same_count and self._data is not None else None
-        self._diff = self._diff.reshape(shape) if same_count and self._diff is not None else None
+        self._data = self._reshaped(self._data, shape, same_count)
+        self._diff = self._reshaped(self._diff, shape, same_count)
+
+    @staticmethod
+    def _reshaped(array, shape, same_count: bool):
+        if array is None or array is RELEASED:
+            return array
+        return array.reshape(shape) if same_count else None
 
     def reshape_like(self, other: "Blob") -> None:
         self.reshape(other.shape)
@@ -73,21 +92,44 @@ class Blob:
     def data(self):
         if self._data is None:
             self._data = self.xp.zeros(self._shape, self.dtype)
+        elif self._data is RELEASED:
+            raise self._released_error("data")
         return self._handed_out(self._data)
 
     @data.setter
     def data(self, value) -> None:
-        self._data = self._checked(value, "data")
+        if self.bound:
+            self._data[...] = self._checked(value, "data")
+        else:
+            self._data = self._checked(value, "data")
 
     @property
     def diff(self):
         if self._diff is None:
-            self._diff = self.xp.zeros(self._shape, self.dtype)
+            self._diff = self.xp.zeros(self._shape, self.dtype) if self._diff_view is None else \
+                self._diff_view().reshape(self._shape)
+        elif self._diff is RELEASED:
+            raise self._released_error("diff")
         return self._handed_out(self._diff)
 
     @diff.setter
     def diff(self, value) -> None:
-        self._diff = self._checked(value, "diff")
+        if self.bound:
+            self.diff[...] = self._checked(value, "diff")
+        else:
+            self._diff = self._checked(value, "diff")
+
+    def bind(self, data, diff_view: "Callable[[], object]") -> None:
+        """Make views of a net's flat buffers this blob's arrays for good: ``data`` now, ``diff_view()``
+        when the diff is first used; assignments then copy into them."""
+        self._data = data.reshape(self._shape)
+        self._diff = None
+        self._diff_view = diff_view
+
+    @property
+    def bound(self) -> bool:
+        """True when the arrays are views of a net's flat parameter buffers (see ``bind``)."""
+        return self._diff_view is not None
 
     def _handed_out(self, array):
         return array if self.xp is np else array.view(host_assignable(self.xp))
@@ -100,21 +142,46 @@ class Blob:
             value = value.astype(self.dtype)
         return value
 
+    def _released_error(self, what: str) -> ReleasedBlobError:
+        name = f"blob '{self.name}'" if self.name else "this blob"
+        return ReleasedBlobError(
+            f"the {what} of {name} was freed after its last use (a net keeps only what its memory plan needs "
+            "when run with keep_intermediates=False or by a solver step); ask for it with "
+            f"net.forward(blobs=[...]) or run net.forward() / net.backward(), which keep every blob")
+
     @property
     def has_diff(self) -> bool:
-        return self._diff is not None
+        return self._diff is not None and self._diff is not RELEASED
 
     def share_data(self, other: "Blob") -> None:
         """Use ``other``'s data array (Caffe's ShareData); shapes must match in count."""
         self._data = other.data.reshape(self._shape)
 
-    def share_diff(self, other: "Blob") -> None:
-        self._diff = other.diff.reshape(self._shape)
-
     def release(self) -> None:
-        """Free both arrays (they are reallocated as zeros on next use)."""
-        self._data = None
-        self._diff = None
+        """Free both arrays; reading them raises ``ReleasedBlobError`` until they are written again."""
+        self.release_data()
+        self.release_diff()
+
+    def release_data(self) -> None:
+        self._data = RELEASED
+
+    def release_diff(self) -> None:
+        self._diff = RELEASED
+
+    @property
+    def data_released(self) -> bool:
+        return self._data is RELEASED
+
+    @property
+    def diff_released(self) -> bool:
+        return self._diff is RELEASED
+
+    def renew(self, data: bool = True, diff: bool = False) -> None:
+        """Make released arrays writable again (zeros on next use); live arrays are kept."""
+        if data and self._data is RELEASED:
+            self._data = None
+        if diff and self._diff is RELEASED:
+            self._diff = None
 
     def host_data(self) -> np.ndarray:
         return to_numpy(self.data)
@@ -123,7 +190,8 @@ class Blob:
         return to_numpy(self.diff)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._data, self._diff) if a is not None)
+        return sum(a.nbytes for a in (self._data, self._diff) if a is not None and a is not RELEASED)
 
     def __repr__(self) -> str:
-        return f"Blob(shape={self._shape}, dtype={self.dtype.name}, device={self.device!r})"
+        name = f"{self.name!r}, " if self.name else ""
+        return f"Blob({name}shape={self._shape}, dtype={self.dtype.name}, device={self.device!r})"

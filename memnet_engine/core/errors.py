@@ -19,3 +19,7 @@ class WeightsError(MemnetError):
 
 class NonFiniteWeights(WeightsError, UserWarning):
     """Weights holding NaN or infinite values: a warning naming the layers (an error with ``--strict``)."""
+
+
+class ReleasedBlobError(MemnetError):
+    """A blob array read after the net freed it (its memory plan keeps only what later layers need)."""

@@ -19,7 +19,9 @@ from .blob import Blob
 from .errors import NetError
 from .layer import Layer, create_layer
 from .memory import NetBudget
+from .memory_plan import Schedule, run_backward, run_forward
 from .net_param import filter_net, insert_splits, upgrade_net_input
+from .param_buffer import ParamBuffer
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
 from .workspace import Workspace
@@ -96,11 +98,14 @@ class Net:
         self.inputs: list[str] = []
         self.learnable_params: list[LearnableParam] = []
         self._param_owner: dict[str, tuple[str, int]] = {}
+        self._param_users: list[tuple[Layer, int, int]] = []  # (layer, blob index, learnable param index)
         # One scratch pool lent to all layers (they run one at a time), kept between iterations; ``math``
         # is the GEMM precision on the GPU: "strict" float32 or "tf32" (see core/workspace.py).
         self.workspace = Workspace(self.device, math)
         self._build(param, net_dir)
         self._plan_backward()
+        self.schedule = Schedule(self)
+        self.param_buffer = ParamBuffer(self.learnable_params, self._param_users, self.device, self.dtype)
         for layer in self.layers:
             layer.workspace = self.workspace
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
@@ -137,7 +142,7 @@ class Net:
                     raise NetError(f"layer '{lp.name}' ({lp.type}): top blob '{name}' is produced by more "
                                    "than one layer")
                 else:
-                    blob = Blob((), self.dtype, self.device)
+                    blob = Blob((), self.dtype, self.device, name=name)
                     self.blobs[name] = blob
                     self._blob_needs_backward[name] = False
                     tops.append(blob)
@@ -170,10 +175,12 @@ class Net:
             any_learning |= spec.lr_mult != 0
             if not spec.name or spec.name not in self._param_owner:
                 self.learnable_params.append(LearnableParam(layer.blobs[i], spec, layer.name))
+                self._param_users.append((layer, i, len(self.learnable_params) - 1))
                 if spec.name:
                     self._param_owner[spec.name] = (layer.name, len(self.learnable_params) - 1)
                 continue
             owner_layer, index = self._param_owner[spec.name]
+            self._param_users.append((layer, i, index))
             shared = self.learnable_params[index]
             mine = layer.blobs[i]
             if spec.share_mode == pb.ParamSpec.PERMISSIVE:
@@ -193,11 +200,9 @@ class Net:
                     raise NetError(f"shared param '{spec.name}' has mismatched decay_mult: {shared.decay_mult} in "
                                    f"layer '{owner_layer}', {spec.decay_mult} in layer '{layer.name}'")
                 shared.decay_mult, shared.has_decay = float(spec.decay_mult), True
-            if mine.shape != shared.blob.shape:  # permissive sharing: view the owner's arrays
-                mine.share_data(shared.blob)
-                mine.share_diff(shared.blob)
-            else:
+            if mine.shape == shared.blob.shape:
                 layer.blobs[i] = shared.blob
+            # else (permissive sharing) the ParamBuffer binds ``mine`` to a view of the owner's slot
         return any_learning
 
     def _plan_backward(self) -> None:
@@ -252,41 +257,30 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.reshape(*self._layer_blobs(i))
 
-    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True) -> float:
-        """Run layers ``start..end`` (inclusive) and return the total weighted loss.
+    def fuse_units(self, enabled: bool = True) -> None:
+        """Run each BatchNorm -> Scale -> ReLU chain as one fused operation (the default) or layer by layer."""
+        self.schedule = Schedule(self, fuse=enabled)
 
-        With ``keep_intermediates=False`` each blob is freed right after its last reader
-        (inference with bounded memory; outputs and inputs are kept).
+    def forward_range(self, start: int = 0, end: "int | None" = None, keep_intermediates: bool = True,
+                      keep: Sequence[str] = ()):
+        """Run layers ``start..end`` (inclusive) and return the total weighted loss (a float on the CPU, a
+        0-d device array on the GPU, which ``float()`` reads).
+
+        With ``keep_intermediates=False`` the memory plan frees each blob after its last reader
+        (outputs, inputs and the blobs named in ``keep`` are kept; reading a freed blob raises).
         """
         end = len(self.layers) - 1 if end is None else end
-        last_use = self._last_use() if not keep_intermediates else {}
-        keep = set(self.outputs) | set(self.inputs)
-        loss = 0.0
-        for i in range(start, end + 1):
-            bottoms, tops = self._layer_blobs(i)
-            loss += self.layers[i].forward(bottoms, tops)  # reshape raises NetError for a user's mistake
-            for name in last_use.get(i, ()):
-                if name not in keep:
-                    self.blobs[name].release()
-        return loss
+        steps = self.schedule.forward_steps(start, end)
+        plan = None if keep_intermediates else self.schedule.plan(self, steps, self._kept(keep), backward=False)
+        return run_forward(self, steps, plan)
 
-    def _last_use(self) -> dict[int, list[str]]:
-        last: dict[str, int] = {}
-        for i in range(len(self.layers)):
-            for name in self.bottom_names[i] + self.top_names[i]:
-                last[name] = i
-        by_layer: dict[int, list[str]] = {}
-        for name, i in last.items():
-            by_layer.setdefault(i, []).append(name)
-        return by_layer
+    def _kept(self, extra: Sequence[str] = ()) -> set[str]:
+        return set(self.outputs) | set(self.inputs) | set(extra)
 
     def backward_range(self, start: "int | None" = None, end: int = 0) -> None:
         """Back-propagate through layers ``start`` down to ``end`` (inclusive)."""
         start = len(self.layers) - 1 if start is None else start
-        for i in range(start, end - 1, -1):
-            if self.layer_need_backward[i]:
-                bottoms, tops = self._layer_blobs(i)
-                self.layers[i].backward(tops, self.bottom_need_backward[i], bottoms)
+        run_backward(self, self.schedule.backward_steps(start, end))
 
     def forward(self, blobs: "Sequence[str] | None" = None, start: "str | None" = None,
                 end: "str | None" = None, keep_intermediates: bool = True, **inputs) -> dict:
@@ -296,9 +290,12 @@ class Net:
                 raise KeyError(f"'{name}' is not an input of net '{self.name}' (inputs: {self.inputs})")
             self.blobs[name].data[...] = self.blobs[name].xp.asarray(value)
         end_i = self._index(end, len(self.layers) - 1)
-        self.forward_range(self._index(start, 0), end_i, keep_intermediates)
         names = list(self.outputs) if end is None else list(self.top_names[end_i])
         names += [b for b in (blobs or ()) if b not in names]
+        unknown = [name for name in names if name not in self.blobs]
+        if unknown:
+            raise KeyError(f"no blob named {unknown} in net '{self.name}'")
+        self.forward_range(self._index(start, 0), end_i, keep_intermediates, keep=names)
         return {name: self.blobs[name].data for name in names}
 
     def backward(self, diffs: "Sequence[str] | None" = None, start: "str | None" = None,
@@ -312,15 +309,24 @@ class Net:
         names = list(self.inputs) + [d for d in (diffs or ()) if d not in self.inputs]
         return {name: self.blobs[name].diff for name in names}
 
-    def forward_backward(self) -> float:
-        """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
-        loss = self.forward_range()
-        self.backward_range()
+    def forward_backward(self, keep_intermediates: bool = True):
+        """One forward and backward pass; returns the loss as ``forward_range`` does (Caffe's ForwardBackward).
+
+        With ``keep_intermediates=False`` (a solver step) the memory plan frees what no later layer
+        needs: afterwards only outputs, inputs, parameters and their gradients can be read.
+        """
+        if keep_intermediates:
+            loss = self.forward_range()
+            self.backward_range()
+            return loss
+        steps = self.schedule.forward_steps(0, len(self.layers) - 1)
+        plan = self.schedule.plan(self, steps, self._kept(), backward=True)
+        loss = run_forward(self, steps, plan)
+        run_backward(self, steps, plan)
         return loss
 
     def clear_param_diffs(self) -> None:
-        for p in self.learnable_params:
-            p.blob.diff[...] = 0
+        self.param_buffer.clear_diffs()
 
     def share_weights_with(self, other: "Net") -> None:
         """Make this net's layers use ``other``'s parameter blobs, by layer name (Caffe's ShareTrainedLayersWith)."""

@@ -43,3 +43,11 @@ def gpu(request):
     finally:
         fake_cupy.uninstall(previous)
 
+
+
+@pytest.fixture
+def emulated(gpu):
+    """The emulator only (its own checks; counts of launches and transfers)."""
+    if not hasattr(gpu, "install"):
+        pytest.skip("emulator only")
+    return gpu

@@ -36,6 +36,8 @@ def test_benchmark_gpu_path_runs_a_tiny_memnet(gpu, bench, capsys) -> None:
     assert all(row["ms"] > 0 and row["peak_bytes"] > 0 for row in rows)
     assert report["gemm_peak"]["engine"]["tflops"] > 0
     assert report["layer_types"]["Convolution"]["forward_ms"] > 0
+    profile = report["train"]["engine"]["profile"]  # issue #8: at most one device-to-host read per step
+    assert profile["launches_per_step"] > 0 and profile["transfers_per_step"] <= 1
 
 
 def test_inference_peak_is_the_deploy_nets_own_not_the_training_nets(gpu, bench, capsys) -> None:

@@ -95,8 +95,8 @@ def _conv_layer(gpu, options: str, shape, dtype=np.float32):
 
 @pytest.mark.parametrize("options, forward_kernels, backward_kernels", [
     ("num_output: 4 kernel_size: 3 pad: 1", ["im2col", "scale_bias"],
-     ["channel_partial_sums", "sum_rows", "im2col", "col2im"]),
-    ("num_output: 4 kernel_size: 1", ["scale_bias"], ["channel_partial_sums", "sum_rows"]),
+     ["channel_sums", "im2col", "col2im"]),
+    ("num_output: 4 kernel_size: 1", ["scale_bias"], ["channel_sums"]),
 ], ids=["3x3", "1x1"])
 def test_no_layout_copies_in_convolution(gpu, monkeypatch, options, forward_kernels, backward_kernels) -> None:
     """Forward and backward launch only im2col/col2im, the bias add and the bias reduction: no NCHW <->

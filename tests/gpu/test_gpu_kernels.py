@@ -19,15 +19,16 @@ def test_channel_sums_over_many_chunks(gpu, dims) -> None:
     rs = np.random.default_rng(1)
     a, b, shift = rs.standard_normal(dims), rs.standard_normal(dims), rs.standard_normal(channels)
     assert reduce.chunks_for(channels, outer * inner) >= 1
-    part_sum, part_dot = reduce.partial_sums(gpu.array(a), dims, times=gpu.array(b), shift=gpu.array(shift),
-                                             dots=True)
     u = a - shift.reshape(1, -1, 1)
-    assert_close(reduce.finish(part_sum, alpha=0.5), 0.5 * u.sum(axis=(0, 2)), 1e-12, "sum")
-    assert_close(reduce.finish(part_dot), (u * b).sum(axis=(0, 2)), 1e-12, "dot")
     previous = rs.standard_normal(channels)
-    out = gpu.array(previous)
-    reduce.finish(part_sum, out, beta=1.0)
-    assert_close(out, previous + u.sum(axis=(0, 2)), 1e-12, "accumulate")
+    sums, dots = gpu.array(np.full(channels, np.nan)), gpu.array(previous)  # beta 0: not read, NaN stays out
+    for _ in range(2):  # the ticket counters are back at zero after a launch
+        reduce.channel_sums(gpu.array(a), dims, times=gpu.array(b), shift=gpu.array(shift), sums=sums, dots=dots,
+                            alpha=0.5, beta_dots=1.0)
+        assert_close(sums, 0.5 * u.sum(axis=(0, 2)), 1e-12, "sum")
+        previous = previous + 0.5 * (u * b).sum(axis=(0, 2))
+        assert_close(dots, previous, 1e-12, "accumulated dot")
+    assert not reduce.arrivals(channels).any()
 
 
 GEOMETRIES = [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (2, 0), (2, 1), (1, 2)), ((1, 1), (0, 0), (2, 2), (1, 1))]
@@ -48,3 +49,24 @@ def test_im2col_is_the_cpu_im2col_in_image_major_layout(gpu, geometry) -> None:
     expected = np.zeros_like(x)
     col2im_cpu(cpu, expected, g, out_hw)
     assert_close(back, expected, 1e-13, "col2im")
+
+
+def test_kernel_functions_are_looked_up_once(emulated, monkeypatch) -> None:
+    from memnet_engine.core.cuda import loader
+
+    gpu = emulated
+    looked_up = []
+    get_function = gpu.RawModule.get_function
+
+    def counting(module, name):
+        looked_up.append(name)
+        return get_function(module, name)
+    monkeypatch.setattr(gpu.RawModule, "get_function", counting)
+    monkeypatch.setattr(loader, "_FUNCTIONS", {})
+    first = loader.get_kernel("activation", "relu_forward", np.float32)
+    assert loader.get_kernel("activation", "relu_forward", np.float32) is first
+    x = gpu.zeros(4, np.float32)
+    for _ in range(3):
+        loader.launch("activation", "relu_forward", np.float32, 4, x, np.float32(0), x)
+    assert looked_up == ["relu_forward<float>"]
+    assert loader.get_kernel("activation", "relu_forward", np.float64) is not first

@@ -8,8 +8,10 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES  # tests/conftest.py
+from fused_unit_cases import concat_net  # tests/fused_unit_cases.py
 
 from .gpu_testing import assert_close, host
+from memnet_engine.core.memory_plan import run_backward, run_forward
 from memnet_engine.core.weights import read_caffemodel
 
 TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
@@ -114,3 +116,38 @@ def test_gpu_blobs_take_host_arrays_like_pycaffe(gpu) -> None:
     net.blobs["data"].data = image * 2  # the setter copies host arrays to the device too
     assert isinstance(net.blobs["data"]._data, gpu.ndarray)
     np.testing.assert_array_equal(net.blobs["data"].host_data(), image * 2)
+
+
+def test_planned_training_pass_equals_pycaffe_pass_on_gpu(gpu, monkeypatch) -> None:
+    """Freed blobs, unit outputs recomputed by the fused kernel: the same gradients, bit for bit."""
+    monkeypatch.chdir(GOLDEN_FIXTURES)
+    planned, pycaffe = (me.Net(TRAIN_NET, phase=me.TRAIN, weights=INIT, device="gpu") for _ in range(2))
+    for net, keep in ((planned, False), (pycaffe, True)):
+        net.clear_param_diffs()
+        net.forward_backward(keep_intermediates=keep)
+    for layer_name, params in pycaffe.params.items():
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(host(planned.params[layer_name][i].diff), host(p.diff), f"{layer_name}/{i}")
+    assert {name for name, blob in planned.blobs.items() if not blob.data_released} == set(planned.outputs)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_zero_copy_concat_on_gpu_where_slices_are_contiguous(gpu, batch: int) -> None:
+    """Channel slices are contiguous for one image only: there the Eltwise writes into the Concat's output."""
+    net, reference = concat_net(batch, device="gpu"), concat_net(batch, device="gpu")
+    for model in (net, reference):
+        model.forward()
+        for name in ("y", "z"):
+            model.blobs[name].diff[...] = np.random.default_rng(7).standard_normal(model.blobs[name].shape)
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
+    plan = net.schedule.plan(net, steps, net._kept(), backward=True)
+    assert len(plan.placements) == (batch == 1)
+    run_forward(net, steps, plan)
+    unit_input = net.blobs[next(step.bottoms[0] for step in steps if step.layer.type == "BatchNorm+Scale+ReLU")]
+    assert bool(gpu.shares_memory(net.blobs["cat"].data, unit_input.data)) == (batch == 1)
+    run_backward(net, steps, plan)
+    reference.forward_backward()
+    np.testing.assert_array_equal(host(net.blobs["x"].diff), host(reference.blobs["x"].diff))
+    for layer_name, params in reference.params.items():
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(host(net.params[layer_name][i].diff), host(p.diff), f"{layer_name}/{i}")

@@ -1,6 +1,6 @@
 """GPU backend: hand-written CUDA kernels (``kernels/*.cu``) compiled with NVRTC through CuPy.
 
-One module per kernel family wraps its launches (``activation``, ``batchnorm``, ``copy``,
+One module per kernel family wraps its launches (``activation``, ``batchnorm``, ``bn_scale_relu``, ``copy``,
 ``eltwise``, ``im2col``, ``loss``, ``reduce``, ``scale_bias``, ``sgd``); ``gemm`` calls cuBLAS.
 Nothing here imports CuPy until a kernel is used, so CPU-only installs can import the package.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..backend import cupy_module
 from .loader import NULL, contiguous, empty_like, ints, launch, scalar
-from .reduce import finish, partial_sums
+from .reduce import channel_sums
 
 
 def batch_stats(x, dims: tuple[int, int, int], eps: float, fraction: float, running: list):
@@ -15,9 +15,10 @@ def batch_stats(x, dims: tuple[int, int, int], eps: float, fraction: float, runn
     """
     outer, channels, inner = dims
     m = outer * inner
-    mean = finish(partial_sums(x, dims)[0], alpha=1.0 / m)
-    var = finish(partial_sums(x, dims, shift=mean, sums=False, dots=True)[1], alpha=1.0 / m)
-    std = cupy_module().empty((channels,), x.dtype)
+    cp = cupy_module()
+    mean, var, std = (cp.empty((channels,), x.dtype) for _ in range(3))
+    channel_sums(x, dims, sums=mean, alpha=1.0 / m)
+    channel_sums(x, dims, shift=mean, dots=var, alpha=1.0 / m)
     dt = x.dtype
     correction = m / (m - 1) if m > 1 else 1.0
     launch("batchnorm", "bn_batch_stats", dt, channels, mean, var, scalar(eps, dt), scalar(fraction, dt),
@@ -51,8 +52,8 @@ def backward(dy, dims: tuple[int, int, int], std, y=None):
         sum_dy = sum_dy_y = NULL
         y_arg, neg_inv_m = NULL, scalar(0, dt)
     else:
-        part_sum, part_dot = partial_sums(dy, dims, times=y, dots=True)
-        sum_dy, sum_dy_y = finish(part_sum), finish(part_dot)
+        sum_dy, sum_dy_y = (cupy_module().empty((dims[1],), dt) for _ in range(2))
+        channel_sums(dy, dims, times=y, sums=sum_dy, dots=sum_dy_y)
         y_arg, neg_inv_m = contiguous(y), scalar(-1.0 / (dims[0] * dims[2]), dt)
     launch("batchnorm", "bn_backward", dt, dy.size, dy, y_arg, sum_dy, sum_dy_y, std, neg_inv_m,
            *ints(dims[1], dims[2]), dx)

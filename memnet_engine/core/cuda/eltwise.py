@@ -9,19 +9,38 @@ from ..backend import cupy_module
 from .loader import NULL, contiguous, empty_like, launch, scalar
 
 
-def weighted_sum(arrays: Sequence, coeffs: Sequence[float]):
-    """``sum_k coeffs[k] * arrays[k]`` as a new array, added left to right (as NumPy would)."""
+TERMS = 4  # arrays per launch of weighted_sum / scaled_copies
+
+
+def _terms(pairs: Sequence[tuple], dt) -> list:
+    """(coefficient, pointer) kernel arguments for up to TERMS pairs, padded with (0, NULL)."""
+    args = []
+    for c, array in list(pairs) + [(0, None)] * (TERMS - len(pairs)):
+        args += [scalar(c, dt), NULL if array is None else array]
+    return args
+
+
+def weighted_sum(arrays: Sequence, coeffs: Sequence[float], out=None):
+    """``sum_k coeffs[k] * arrays[k]`` into ``out`` (C-contiguous) or a new array, added left to right
+    (as NumPy would): one launch per TERMS arrays."""
     first = contiguous(arrays[0])
     dt = first.dtype
-    out = empty_like(first)
-    if len(arrays) == 1:
-        launch("eltwise", "weighted_sum", dt, out.size, scalar(coeffs[0], dt), first, scalar(0, dt), NULL, out)
-        return out
-    launch("eltwise", "weighted_sum", dt, out.size, scalar(coeffs[0], dt), first, scalar(coeffs[1], dt),
-           contiguous(arrays[1]), out)
-    for array, c in zip(arrays[2:], coeffs[2:]):
-        launch("eltwise", "weighted_sum", dt, out.size, scalar(1, dt), out, scalar(c, dt), contiguous(array), out)
+    out = empty_like(first) if out is None else out
+    pairs = [(c, contiguous(a)) for c, a in zip(coeffs, arrays)]
+    launch("eltwise", "weighted_sum", dt, out.size, *_terms(pairs[:TERMS], dt), out)
+    for k in range(TERMS, len(pairs), TERMS - 1):  # carry the running sum on
+        launch("eltwise", "weighted_sum", dt, out.size, *_terms([(1, out)] + pairs[k:k + TERMS - 1], dt), out)
     return out
+
+
+def scaled_copies(x, coeffs: Sequence[float]) -> list:
+    """``[c * x for c in coeffs]`` as new arrays: one launch per TERMS of them."""
+    x = contiguous(x)
+    outs = [empty_like(x) for _ in coeffs]
+    pairs = list(zip(coeffs, outs))
+    for k in range(0, len(pairs), TERMS):
+        launch("eltwise", "scaled_copies", x.dtype, x.size, x, *_terms(pairs[k:k + TERMS], x.dtype))
+    return outs
 
 
 def product(arrays: Sequence):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import profiler
 from ..backend import cupy_module
 
 # cublasComputeType_t: float32 products either strict IEEE or on TF32 tensor cores; float64 exact.
@@ -67,3 +68,5 @@ def gemm(a, b, out, *, trans_a: bool = False, trans_b: bool = False, alpha: floa
         scalars.ctypes.data, b.data.ptr, data_type, ldb, stride_b, a.data.ptr, data_type, lda, stride_a,
         scalars.ctypes.data + dtype.itemsize, out.data.ptr, data_type, ldc, stride_c, batch, compute,
         GEMM_DEFAULT_ALGO)
+    if profiler.active is not None:
+        profiler.active.record_gemm()

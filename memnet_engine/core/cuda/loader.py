@@ -15,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import profiler
 from ..backend import cupy_module
 
 KERNELS: dict[str, tuple[str, ...]] = {
     "activation": ("relu_forward", "relu_backward"),
     "batchnorm": ("bn_batch_stats", "bn_global_stats", "bn_normalize", "bn_backward"),
+    "bn_scale_relu": ("bsr_stats", "bsr_forward", "bsr_grad_sums", "bsr_backward"),
     "copy": ("concat_copy",),
-    "eltwise": ("weighted_sum", "eltwise_prod", "eltwise_prod_grad", "eltwise_max", "eltwise_max_backward"),
+    "eltwise": ("weighted_sum", "scaled_copies", "eltwise_prod", "eltwise_prod_grad", "eltwise_max", "eltwise_max_backward"),
     "im2col": ("im2col", "col2im"),
     "loss": ("euclidean_backward",),
-    "reduce": ("channel_partial_sums", "sum_rows"),
+    "reduce": ("channel_sums",),
     "scale_bias": ("scale_bias",),
     "sgd": ("sgd_update",),
 }
@@ -77,12 +79,19 @@ def _module(family: str, device_id: int, cupy):
                           name_expressions=name_expressions(family))
 
 
+_FUNCTIONS: dict = {}  # (family, name, dtype, device id, cupy module) -> compiled kernel function
+
+
 def get_kernel(family: str, name: str, dtype):
-    """The compiled ``name<T>`` of ``family`` for ``dtype`` on the current device."""
-    if name not in KERNELS.get(family, ()):
-        raise KeyError(f"kernel {name!r} is not listed for family {family!r} in KERNELS")
+    """The compiled ``name<T>`` of ``family`` for ``dtype`` on the current device (looked up once, then cached)."""
     cupy = cupy_module()
-    return _module(family, cupy.cuda.Device().id, cupy).get_function(name_expression(name, dtype))
+    key = (family, name, dtype, cupy.cuda.runtime.getDevice(), cupy)
+    function = _FUNCTIONS.get(key)
+    if function is None:
+        if name not in KERNELS.get(family, ()):
+            raise KeyError(f"kernel {name!r} is not listed for family {family!r} in KERNELS")
+        function = _FUNCTIONS[key] = _module(family, key[3], cupy).get_function(name_expression(name, dtype))
+    return function
 
 
 def count_arg(count: int) -> np.int32:
@@ -101,7 +110,9 @@ def launch(family: str, name: str, dtype, count: int, *args) -> None:
     if count == 0:
         return
     grid = min(-(-count // BLOCK), MAX_GRID)
-    get_kernel(family, name, dtype)((grid,), (BLOCK,), (count_arg(count),) + args)
+    get_kernel(family, name, dtype)((grid,), (BLOCK,), (count_arg(count), *args))
+    if profiler.active is not None:
+        profiler.active.record_kernel(family, name)
 
 
 def launch_blocks(family: str, name: str, dtype, grid: tuple[int, ...], *args) -> None:
@@ -109,6 +120,8 @@ def launch_blocks(family: str, name: str, dtype, grid: tuple[int, ...], *args) -
     if len(grid) > 1 and max(grid[1:]) > 65535:
         raise ValueError(f"grid {grid} exceeds CUDA's 65535 limit on its y/z size")
     get_kernel(family, name, dtype)(tuple(int(g) for g in grid), (BLOCK,), args)
+    if profiler.active is not None:
+        profiler.active.record_kernel(family, name)
 
 
 def contiguous(array):

@@ -1,26 +1,37 @@
-"""Fused SGD momentum / weight-decay update of one parameter blob (kernels/sgd.cu)."""
+"""The solver's device work on a net's flat learnable state: the gradient sum of squares (reduce.cu) and
+the fused SGD update (kernels/sgd.cu).  Nothing here reads a device value back to the host."""
 from __future__ import annotations
 
 import numpy as np
 
-from .loader import launch, scalar
+from ..backend import cupy_module
+from .loader import contiguous, launch, scalar
+from .reduce import channel_sums
 
 
-def sgd_update_gpu(data, diff, history, *, local_rate: float, local_decay: float, momentum: float,
-                   l1: bool = False, scale: float = 1.0) -> None:
-    """Caffe's SGD step for one blob, in place on the three arrays (same shape and dtype, contiguous).
+def sum_of_squares_gpu(x, out) -> None:
+    """``out[0] = sum(x * x)`` for a 1-D contiguous ``x`` (one deterministic launch)."""
+    channel_sums(contiguous(x), (1, 1, x.size), dots=out)
 
-    ``diff *= scale`` (if scale != 1); ``diff += local_decay * data`` (``* sign(data)`` if l1) when
-    local_decay != 0; ``history = local_rate * diff + momentum * history``; ``diff = history``;
-    ``data -= diff``.
-    """
-    for name, array in (("diff", diff), ("history", history)):
-        if array.shape != data.shape or array.dtype != data.dtype:
-            raise ValueError(f"sgd_update_gpu: {name} {array.shape} {array.dtype} does not match data "
-                             f"{data.shape} {data.dtype}")
-    for name, array in (("data", data), ("diff", diff), ("history", history)):
-        if not array.flags.c_contiguous:
-            raise ValueError(f"sgd_update_gpu: {name} must be C-contiguous (updated in place)")
-    dt = data.dtype
-    launch("sgd", "sgd_update", dt, data.size, data, diff, history, scalar(local_rate, dt), scalar(local_decay, dt),
-           scalar(momentum, dt), scalar(scale, dt), np.int32(bool(l1)))
+
+class RunTables:
+    """A ParamBuffer's runs as the update kernel reads them (device arrays, made once)."""
+
+    def __init__(self, buffer):
+        cp = cupy_module()
+        runs = buffer.runs
+        self.count = np.int32(len(runs))
+        self.run_end = cp.asarray(np.array([r.end for r in runs], np.int32))
+        self.lr_mult = cp.asarray(np.array([r.lr_mult for r in runs], buffer.dtype))
+        self.decay_mult = cp.asarray(np.array([r.decay_mult for r in runs], buffer.dtype))
+
+
+def sgd_update_gpu(buffer, tables: RunTables, history, settings, nonfinite) -> None:
+    """One launch of the fused update over ``buffer``'s learned parameters (see kernels/sgd.cu);
+    ``history`` is laid out like ``buffer.data``, ``nonfinite`` a 1-element device array."""
+    dt = buffer.dtype
+    s = settings
+    launch("sgd", "sgd_update", dt, buffer.learned, buffer.data, buffer.diff, history, tables.count,
+           tables.run_end, tables.lr_mult, tables.decay_mult, scalar(s.rate, dt), scalar(s.weight_decay, dt),
+           scalar(s.momentum, dt), scalar(s.clip_scale, dt), scalar(s.iter_scale, dt), np.int32(bool(s.l1)),
+           nonfinite)

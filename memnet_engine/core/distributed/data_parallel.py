@@ -67,8 +67,7 @@ class DataParallel:
 
     def broadcast_state(self, solver) -> None:
         """Give every rank rank 0's weights (all params, BatchNorm statistics included), history and counters."""
-        for param in solver.net.learnable_params:
-            self.comm.broadcast(param.blob.data)
+        self.comm.broadcast(solver.net.param_buffer.data)
         for history in solver.history:
             self.comm.broadcast(history)
         counters = np.array([solver.iter, solver.current_step], np.int64)
@@ -77,9 +76,9 @@ class DataParallel:
 
     # ------------------------------------------------------------------ the solver's hooks
     def gradients_ready(self, solver) -> None:
-        buffer, unpack = _packed_diffs(solver.net)
-        self.comm.allreduce_mean(buffer)
-        unpack(buffer)
+        """Average the learned parameters' diffs over the ranks: one all-reduce of the flat diff array."""
+        buffer = solver.net.param_buffer
+        self.comm.allreduce_mean(buffer.diff[:buffer.learned])
 
     def any_rank(self, flag: bool) -> bool:
         return bool(self.comm.agree_max([int(bool(flag))])[0])
@@ -94,23 +93,9 @@ class DataParallel:
 
     def check_weights(self, solver) -> None:
         """Raise WeightsDrifted on every rank unless all ranks hold bit-identical learned weights."""
-        arrays = [to_numpy(p.blob.data) for p in solver.net.learnable_params if p.lr_mult != 0]
-        sums = self.comm.gather_checksums(arrays)
+        buffer = solver.net.param_buffer
+        sums = self.comm.gather_checksums([to_numpy(buffer.data[:buffer.learned])])
         if len(set(sums)) > 1:
             raise WeightsDrifted(f"iteration {solver.iter}: the ranks' weights differ (CRC-32 per rank: "
                                  f"{', '.join(f'{s:08x}' for s in sums)}); data-parallel training cannot go on")
 
-
-def _packed_diffs(net):
-    """All learnable diffs in one contiguous buffer, and the function that writes a buffer back."""
-    diffs = [p.blob.diff for p in net.learnable_params]
-    xp = net.layers[0].xp if net.layers else np
-    buffer = xp.concatenate([d.ravel() for d in diffs]) if diffs else xp.zeros(0, net.dtype)
-
-    def unpack(flat) -> None:
-        offset = 0
-        for diff in diffs:
-            diff[...] = flat[offset:offset + diff.size].reshape(diff.shape)
-            offset += diff.size
-
-    return buffer, unpack

@@ -16,6 +16,16 @@ from ..proto import caffe_pb2 as pb
 class BatchNormLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
+    # Backward needs 1 / std (std) and, with batch statistics, the normalised output (x_norm):
+    # kept by the layer, as later in-place layers (Scale, ReLU) replace the top's array.
+    saved_for_backward = ("std", "x_norm")
+    can_overwrite_input = True
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return ()
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.batch_norm_param
@@ -42,31 +52,35 @@ class BatchNormLayer(Layer):
         return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
     def forward_cpu(self, bottoms, tops) -> None:
-        x = bottoms[0].data
+        _, y, self.std = self.statistics_cpu(bottoms[0].data, self.may_overwrite_input(bottoms, tops))
+        y /= self.std  # centered is ours (or the input we may overwrite): no third full-size array
+        # Batch-statistics backward needs y (layers replace top arrays, never write into them).
+        self.x_norm = y if self.needs_backward and not self.use_global_stats else None
+        tops[0].data = y
+
+    def statistics_cpu(self, x, overwrite: bool) -> tuple:
+        """(mean, x - mean, std), mean and std shaped to broadcast over x; batch statistics also update
+        the running sums.  With ``overwrite`` x itself may be centred."""
         dt = x.dtype.type
         axes = (0,) + tuple(range(2, x.ndim))
         cshape = self._channel_shape(x)
         if self.use_global_stats:
             s = self.blobs[2].data[0]
             factor = dt(0) if s == 0 else dt(1) / s
-            mean = self.blobs[0].data * factor
+            mean = (self.blobs[0].data * factor).reshape(cshape)
             var = self.blobs[1].data * factor
-            if self.may_overwrite_input(bottoms, tops):
+            if overwrite:
                 centered = x
-                centered -= mean.reshape(cshape)
+                centered -= mean
             else:
-                centered = x - mean.reshape(cshape)
+                centered = x - mean
         else:
             mean = x.mean(axis=axes, dtype=x.dtype)
             centered = x - mean.reshape(cshape)
             var = (centered * centered).mean(axis=axes, dtype=x.dtype)
             self._update_running_stats(mean, var, x.size // x.shape[1])
-        self.std = self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
-        y = centered
-        y /= self.std  # centered is ours (or the input we may overwrite): no third full-size array
-        # Batch-statistics backward needs y (layers replace top arrays, never write into them).
-        self.x_norm = y if self.needs_backward and not self.use_global_stats else None
-        tops[0].data = y
+            mean = mean.reshape(cshape)
+        return mean, centered, self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
 
     def _update_running_stats(self, mean, var, m: int) -> None:
         f = self.moving_average_fraction
@@ -79,29 +93,32 @@ class BatchNormLayer(Layer):
         self.blobs[1].data = correction * var + dt(f) * self.blobs[1].data
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        if not propagate_down[0]:
-            return
-        dy = tops[0].diff
+        if propagate_down[0]:
+            bottoms[0].diff = self.input_gradient_cpu(tops[0].diff, self.x_norm, self.std)
+
+    def input_gradient_cpu(self, dy, y, std, overwrite_y: bool = False):
+        """dx = (dy - mean(dy) - mean(dy * y) * y) / std, y the normalised input (batch statistics), or
+        dy / std (stored statistics).  With ``overwrite_y`` dx is computed in y's array."""
         if self.use_global_stats:
-            bottoms[0].diff = dy / self.std
-            return
-        # dx = (dy - mean(dy) - mean(dy * y) * y) / std, with y the normalised input.
-        y = self.x_norm
+            return dy / std
         axes = (0,) + tuple(range(2, y.ndim))
         cshape = self._channel_shape(y)
         n = y.size // y.shape[1]
         mean_dy_y = (dy * y).sum(axis=axes, dtype=y.dtype).reshape(cshape)
         mean_dy = dy.sum(axis=axes, dtype=y.dtype).reshape(cshape)
-        scaled = (y * mean_dy_y + mean_dy) * y.dtype.type(-1.0 / n)
-        scaled += dy
-        bottoms[0].diff = scaled / self.std
+        dx = self.xp.multiply(y, mean_dy_y, out=y if overwrite_y else None)
+        dx += mean_dy
+        dx *= y.dtype.type(-1.0 / n)
+        dx += dy
+        dx /= std
+        return dx
 
-    def _gpu_dims(self, blob) -> tuple[int, int, int]:
+    def gpu_dims(self, blob) -> tuple[int, int, int]:
         return blob.shape[0], blob.shape[1], blob.count_range(2)
 
     def forward_gpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        dims = self._gpu_dims(bottoms[0])
+        dims = self.gpu_dims(bottoms[0])
         running = [blob.data for blob in self.blobs]
         if self.use_global_stats:
             mean, self.std = gpu.global_stats(running, self.eps)
@@ -114,4 +131,4 @@ class BatchNormLayer(Layer):
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         if propagate_down[0]:
             y = None if self.use_global_stats else self.x_norm
-            bottoms[0].diff = gpu.backward(tops[0].diff, self._gpu_dims(bottoms[0]), self.std, y)
+            bottoms[0].diff = gpu.backward(tops[0].diff, self.gpu_dims(bottoms[0]), self.std, y)

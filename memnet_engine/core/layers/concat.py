@@ -1,4 +1,8 @@
-"""Concat: joins bottoms along one axis (``axis``, or legacy ``concat_dim``)."""
+"""Concat: joins bottoms along one axis (``axis``, or legacy ``concat_dim``).
+
+Zero-copy concat: the net's memory plan may have a bottom's producer write straight into its slice of
+the output (given as ``planned_outputs[0]``); those bottoms, listed in ``bottoms_in_place``, are not copied.
+"""
 from __future__ import annotations
 
 from ..cuda.copy import concat_into, concat_slice
@@ -10,6 +14,17 @@ from ..layer import Layer, register
 class ConcatLayer(Layer):
     min_bottoms = 1
     exact_tops = 1
+    bottoms_in_place: frozenset = frozenset()  # set by the memory plan with planned_outputs
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return ()
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
+
+    def output_slice(self, top, i: int):
+        """The part of ``top`` (an array of the top's shape) that holds bottom ``i``."""
+        return top[self._slice(i)]
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.concat_param
@@ -36,30 +51,32 @@ class ConcatLayer(Layer):
     def _slice(self, i: int) -> tuple:
         return (slice(None),) * self.axis + (slice(self.offsets[i], self.offsets[i + 1]),)
 
-    def forward_cpu(self, bottoms, tops) -> None:
+    def _forward(self, bottoms, tops, copy_in) -> None:
+        """Copy each bottom not already in place into the output with ``copy_in(out, data, i)``."""
         if len(bottoms) == 1:
             tops[0].share_data(bottoms[0])
             return
-        out = tops[0].data
+        out = self._output(tops)
         for i, b in enumerate(bottoms):
-            out[self._slice(i)] = b.data
+            if i not in self.bottoms_in_place:
+                copy_in(out, b.data, i)
+        tops[0].data = out
+
+    def forward_cpu(self, bottoms, tops) -> None:
+        self._forward(bottoms, tops, lambda out, data, i: out.__setitem__(self._slice(i), data))
+
+    def _output(self, tops):
+        out = self.planned_outputs.get(0)
+        return self.xp.empty(tops[0].shape, self.dtype) if out is None else out
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
         for i, b in enumerate(bottoms):
             if propagate_down[i]:
-                b.diff[...] = dy[self._slice(i)]
+                b.diff = dy[self._slice(i)].copy()
 
-    # Each bottom is copied into a new top (no in-place writing of producers into the top: layers
-    # replace their top arrays, so a view into a shared concat buffer would not survive).
     def forward_gpu(self, bottoms, tops) -> None:
-        if len(bottoms) == 1:
-            tops[0].share_data(bottoms[0])
-            return
-        out = self.xp.empty(tops[0].shape, self.dtype)
-        for i, b in enumerate(bottoms):
-            concat_into(out, b.data, self.axis, self.offsets[i])
-        tops[0].data = out
+        self._forward(bottoms, tops, lambda out, data, i: concat_into(out, data, self.axis, self.offsets[i]))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff

@@ -34,7 +34,7 @@ from ..cuda import gemm as cublas
 from ..cuda.im2col import col2im as col2im_gpu
 from ..cuda.im2col import im2col as im2col_gpu
 from ..cuda.loader import contiguous, view
-from ..cuda.reduce import finish, partial_sums
+from ..cuda.reduce import channel_sums
 from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
@@ -179,6 +179,12 @@ class ConvolutionLayer(Layer):
     exact_tops = 1
     # Scratch memory and GEMM precision: the net's (Net sets it), or the layer's own when used alone.
     workspace: "Workspace | None" = None
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return (0,)  # the weight gradient reads the input (and the input gradient the weights)
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.convolution_param
@@ -414,7 +420,7 @@ class ConvolutionLayer(Layer):
         dy = contiguous(tops[0].diff)
         n, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
         if len(self.blobs) > 1 and self.param_propagate_down[1]:
-            finish(partial_sums(dy, (n, self.num_output, spatial))[0], view(self.blobs[1].diff, -1), beta=1.0)
+            channel_sums(dy, (n, self.num_output, spatial), sums=view(self.blobs[1].diff, -1), beta_sums=1.0)
         want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
         if not (want_weights or want_input):
             return

@@ -13,6 +13,16 @@ PROD, SUM, MAX = pb.EltwiseParameter.PROD, pb.EltwiseParameter.SUM, pb.EltwisePa
 class EltwiseLayer(Layer):
     min_bottoms = 2
     exact_tops = 1
+    saved_for_backward = ("max_index",)  # MAX: which bottom won, per element
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return tuple(range(len(self.param.bottom))) if self.op == PROD else ()
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return (0,) if self.op == PROD and not self.stable_prod_grad else ()
+
+    def writes_planned_output(self, top_index: int) -> bool:
+        return self.op == SUM
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.eltwise_param
@@ -32,10 +42,15 @@ class EltwiseLayer(Layer):
     def forward_cpu(self, bottoms, tops) -> None:
         xp = self.xp
         if self.op == SUM:
-            out = None
-            for b, c in zip(bottoms, self.coeffs):
+            out = self.planned_outputs.get(0)
+            for k, (b, c) in enumerate(zip(bottoms, self.coeffs)):
                 term = b.data if c == 1 else b.data * b.dtype.type(c)
-                out = term.copy() if out is None else out.__iadd__(term)
+                if k == 0 and out is None:
+                    out = term.copy()
+                elif k == 0:
+                    out[...] = term
+                else:
+                    out += term
             tops[0].data = out
         elif self.op == PROD:
             out = bottoms[0].data * bottoms[1].data
@@ -52,7 +67,7 @@ class EltwiseLayer(Layer):
                 better = blob.data > out
                 out = xp.where(better, blob.data, out)
                 mask[better] = k
-            self.max_index = mask
+            self.max_index = mask if self.needs_backward else None
             tops[0].data = out
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
@@ -77,7 +92,7 @@ class EltwiseLayer(Layer):
     def forward_gpu(self, bottoms, tops) -> None:
         datas = [b.data for b in bottoms]
         if self.op == SUM:
-            tops[0].data = gpu.weighted_sum(datas, self.coeffs)
+            tops[0].data = gpu.weighted_sum(datas, self.coeffs, out=self.planned_outputs.get(0))
         elif self.op == PROD:
             tops[0].data = gpu.product(datas)
         else:
@@ -87,12 +102,15 @@ class EltwiseLayer(Layer):
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
+        if self.op == SUM:
+            wanted = [i for i in range(len(bottoms)) if propagate_down[i]]
+            for i, diff in zip(wanted, gpu.scaled_copies(dy, [self.coeffs[i] for i in wanted])):
+                bottoms[i].diff = diff
+            return
         for i, b in enumerate(bottoms):
             if not propagate_down[i]:
                 continue
-            if self.op == SUM:
-                b.diff = gpu.weighted_sum([dy], [self.coeffs[i]])
-            elif self.op == PROD and self.stable_prod_grad:
+            if self.op == PROD and self.stable_prod_grad:
                 b.diff = gpu.product([o.data for j, o in enumerate(bottoms) if j != i] + [dy])
             elif self.op == PROD:
                 b.diff = gpu.product_grad_by_quotient(tops[0].data, b.data, dy)

@@ -11,6 +11,13 @@ class EuclideanLossLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
+    saved_for_backward = ("difference",)
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return ()
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
 
     def reshape(self, bottoms, tops) -> None:
         if bottoms[0].count_range(1) != bottoms[1].count_range(1):

@@ -9,6 +9,13 @@ from ..layer import Layer, register
 class ReLULayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
+    can_overwrite_input = True
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return (0,)  # the input's sign; in place, the output's (as in Caffe)
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
 
     def layer_setup(self, bottoms, tops) -> None:
         self.negative_slope = float(self.param.relu_param.negative_slope)
@@ -16,7 +23,7 @@ class ReLULayer(Layer):
     def reshape(self, bottoms, tops) -> None:
         tops[0].reshape(bottoms[0].shape)
 
-    def _gain(self, x):
+    def gain(self, x):
         """1 where x > 0, else negative_slope (a multiply is far faster than np.where)."""
         positive = x > 0
         gain = positive.astype(x.dtype)
@@ -28,7 +35,7 @@ class ReLULayer(Layer):
         x = bottoms[0].data
         out = x if self.may_overwrite_input(bottoms, tops) else None
         if self.negative_slope:
-            tops[0].data = self.xp.multiply(x, self._gain(x), out=out)
+            tops[0].data = self.xp.multiply(x, self.gain(x), out=out)
         else:
             tops[0].data = self.xp.maximum(x, 0, out=out)
 
@@ -37,7 +44,7 @@ class ReLULayer(Layer):
             return
         # In place, bottom data is the output; its sign is the input's (slope >= 0).
         x, dy = bottoms[0].data, tops[0].diff
-        bottoms[0].diff = dy * self._gain(x)
+        bottoms[0].diff = dy * self.gain(x)
 
     def forward_gpu(self, bottoms, tops) -> None:
         tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope, out=self.gpu_output_buffer(bottoms, tops))

@@ -7,7 +7,7 @@ num_axes 0 makes ``s`` a scalar; -1 covers every axis from ``axis`` on.
 from __future__ import annotations
 
 from ..cuda.loader import view
-from ..cuda.reduce import finish, partial_sums
+from ..cuda.reduce import channel_sums
 from ..cuda.scale_bias import scale_bias
 from ..errors import NetError
 from ..layer import Layer, register
@@ -18,6 +18,23 @@ from ..proto import caffe_pb2 as pb
 class ScaleLayer(Layer):
     min_bottoms = 1
     exact_tops = 1
+    # In place, the scale gradient's input x is kept by the layer (the top replaces it in the blob).
+    saved_for_backward = ("x",)
+    can_overwrite_input = True
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        """x (for the scale gradient) unless in place; a second bottom s (for the input gradient)."""
+        return tuple(i for i in range(len(self.param.bottom)) if i or not self._in_place())
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
+
+    def _in_place(self) -> bool:
+        return self.param.top[0] == self.param.bottom[0]
+
+    def _input(self, bottoms):
+        """The scale gradient's x: kept by forward when in place, else the bottom's data."""
+        return self.x if self._in_place() else bottoms[0].data
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.scale_param
@@ -57,7 +74,7 @@ class ScaleLayer(Layer):
 
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        self.x = x if self.needs_backward else None  # for the scale gradient
+        self.x = x if self.needs_backward and self._in_place() else None  # for the scale gradient
         outer, dim, inner = self.dims
         scale = self._scale_blob(bottoms).data.reshape(1, dim, 1)
         if self.may_overwrite_input(bottoms, tops):
@@ -76,7 +93,7 @@ class ScaleLayer(Layer):
         if self.param.scale_param.bias_term and self.param_propagate_down[-1]:
             self.blobs[-1].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[-1].shape)
         if (learned_scale and self.param_propagate_down[0]) or (not learned_scale and propagate_down[1]):
-            grad = (dy * self.x.reshape(self.dims)).sum(axis=(0, 2)).reshape(s.shape)
+            grad = (dy * self._input(bottoms).reshape(self.dims)).sum(axis=(0, 2)).reshape(s.shape)
             if learned_scale:
                 s.diff += grad
             else:
@@ -87,7 +104,7 @@ class ScaleLayer(Layer):
 
     def forward_gpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
-        self.x = x if self.needs_backward else None
+        self.x = x if self.needs_backward and self._in_place() else None
         bias = self.blobs[-1].data if self.param.scale_param.bias_term else None
         tops[0].data = scale_bias(x, self.dims, self._scale_blob(bottoms).data, bias,
                                   out=self.gpu_output_buffer(bottoms, tops))
@@ -99,11 +116,8 @@ class ScaleLayer(Layer):
         want_bias = self.param.scale_param.bias_term and self.param_propagate_down[-1]
         want_scale = (learned_scale and self.param_propagate_down[0]) or (not learned_scale and propagate_down[1])
         if want_bias or want_scale:
-            part_sum, part_dot = partial_sums(dy, self.dims, times=self.x if want_scale else None,
-                                              sums=want_bias, dots=want_scale)
-            if want_bias:
-                finish(part_sum, view(self.blobs[-1].diff, -1), beta=1.0)
-            if want_scale:
-                finish(part_dot, view(s.diff, -1), beta=1.0 if learned_scale else 0.0)
+            channel_sums(dy, self.dims, times=self._input(bottoms) if want_scale else None,
+                         sums=view(self.blobs[-1].diff, -1) if want_bias else None, beta_sums=1.0,
+                         dots=view(s.diff, -1) if want_scale else None, beta_dots=1.0 if learned_scale else 0.0)
         if propagate_down[0]:
             bottoms[0].diff = scale_bias(dy, self.dims, s.data)

@@ -10,6 +10,12 @@ class SplitLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
 
+    def backward_inputs(self) -> tuple[int, ...]:
+        return ()
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return ()
+
     def reshape(self, bottoms, tops) -> None:
         for top in tops:
             top.reshape(bottoms[0].shape)

@@ -64,11 +64,12 @@ def net_sources(param: pb.SolverParameter) -> list[str]:
     return [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
 
 
-def build_net(source: "str | pb.NetParameter", phase: int, override: "pb.NetState | None", device: str) -> Net:
+def build_net(source: "str | pb.NetParameter", phase: int, override: "pb.NetState | None", device: str,
+              math: str = "strict") -> Net:
     """A Net whose NetState merges, as Caffe does: phase < the net's own ``state`` < ``override``."""
     own = read_net_param(source).state
     state = pb.NetState(phase=phase)
     state.MergeFrom(own)
     if override is not None:
         state.MergeFrom(override)
-    return Net(source, phase=state.phase, level=state.level, stages=list(state.stage), device=device)
+    return Net(source, phase=state.phase, level=state.level, stages=list(state.stage), device=device, math=math)

@@ -6,7 +6,8 @@
 
 ApplyUpdate: rate = lr policy; clip the global L2 norm of all diffs to ``clip_gradients``; for
 every learnable parameter scale by 1/iter_size, add weight decay, fold into the momentum history
-and subtract.  After a step a parameter's diff holds the update value.
+and subtract (``update.FlatSGD``: one pass over the flat state).  After a step a parameter's diff
+holds the update value.
 """
 from __future__ import annotations
 
@@ -20,21 +21,32 @@ from ..lr_policy import learning_rate
 from ..proto import caffe_pb2 as pb
 from .solver import Solver, TrainingDiverged, fmt
 from .state import history_arrays, load_learned_net, solver_state_message
-from .update import sgd_update
+from .step_status import StatusValues
+from .update import FlatSGD, UpdateSettings
 
 log = logging.getLogger(__name__)
 f32 = np.float32
 
 
 class SGDSolver(Solver):
-    """Caffe's SGD solver; ``history`` holds the momentum, one array per learnable parameter."""
+    """Caffe's SGD solver over the net's flat learnable state (``net.param_buffer``).
 
-    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu"):
-        super().__init__(solver, device)
-        self.history = [p.blob.xp.zeros(p.blob.shape, p.blob.dtype) for p in self.net.learnable_params]
+    ``history`` lists each learnable parameter's momentum (views of one flat array, in
+    learnable-param order, as the .solverstate holds them).
+    """
 
-    def apply_update(self) -> np.float32:
-        """SGDSolver::ApplyUpdate: lr policy, gradient clipping, then the per-parameter update."""
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu", math: str = "strict"):
+        super().__init__(solver, device, math)
+        self.rule = FlatSGD(self.net.param_buffer)
+        self.history = self.rule.history_views()
+
+    def before_update(self) -> None:
+        """The gradient sum of squares for clipping, left on the device in the iteration's status."""
+        if self.param.clip_gradients >= 0:
+            self.rule.sum_of_squares(self.status.sumsq_slot)
+
+    def apply_update(self, values: StatusValues) -> np.float32:
+        """SGDSolver::ApplyUpdate: lr policy, gradient clipping, then the fused update of every parameter."""
         p = self.param
         rate, step = learning_rate(p, self.iter, self.current_step)
         if p.lr_policy == "multistep" and step != self.current_step:
@@ -42,44 +54,36 @@ class SGDSolver(Solver):
         self.current_step = step
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, fmt(rate))
-        self._clip_gradients(rate)
-        scale = f32(1) / f32(p.iter_size) if p.iter_size > 1 else f32(1)
-        weight_decay, momentum = f32(p.weight_decay), f32(p.momentum)
-        l1 = p.regularization_type == "L1"
-        for param, history in zip(self.net.learnable_params, self.history):
-            blob = param.blob
-            sgd_update(blob.device)(blob.data, blob.diff, history, local_rate=rate * f32(param.lr_mult),
-                                    local_decay=weight_decay * f32(param.decay_mult), momentum=momentum, l1=l1,
-                                    scale=scale)
+        settings = UpdateSettings(rate=rate, weight_decay=f32(p.weight_decay), momentum=f32(p.momentum),
+                                  clip_scale=self._clip_scale(rate, values.sumsq),
+                                  iter_scale=f32(1) / f32(p.iter_size) if p.iter_size > 1 else f32(1),
+                                  l1=p.regularization_type == "L1")
+        self.rule.apply(settings, self.status.nonfinite_slot)
         return rate
 
-    def _clip_gradients(self, rate: np.float32) -> None:
-        """Scale all diffs so their global L2 norm is at most the threshold (clip < 0: off).
+    def _clip_scale(self, rate: np.float32, sumsq: np.float32) -> np.float32:
+        """The factor that brings the global L2 norm of all diffs down to the threshold (clip < 0: off).
 
         With ``adjustable_clip`` (MemNet's patched Caffe) the threshold is clip_gradients / rate.
         """
         clip = f32(self.param.clip_gradients)
         if clip < 0:
-            return
+            return f32(1)
         if self.param.adjustable_clip:
             with np.errstate(divide="ignore"):
                 clip = clip / rate
-        sumsq = f32(0)
-        for param in self.net.learnable_params:
-            diff = param.blob.diff.ravel()
-            sumsq += f32(float(param.blob.xp.dot(diff, diff)))
         norm = f32(np.sqrt(sumsq))
         if not np.isfinite(norm):
             raise TrainingDiverged(f"iteration {self.iter}: the gradient norm is {float(norm)}; training stopped "
                                    "before updating the weights (the last snapshot, if any, is kept)")
-        if norm > clip:
-            factor = clip / norm
-            # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here
-            displaying = self.param.display and self.iter % self.param.display == 0
-            log.log(logging.INFO if displaying else logging.DEBUG, "Gradient clipping: scaling down gradients "
-                    "(L2 norm %s > %s) by scale factor %s", fmt(norm), fmt(clip), fmt(factor))
-            for param in self.net.learnable_params:
-                param.blob.diff *= factor
+        if norm <= clip:
+            return f32(1)
+        factor = clip / norm
+        # Caffe logs this every iteration; MemNet clips nearly always, so only display iterations do here
+        displaying = self.param.display and self.iter % self.param.display == 0
+        log.log(logging.INFO if displaying else logging.DEBUG, "Gradient clipping: scaling down gradients "
+                "(L2 norm %s > %s) by scale factor %s", fmt(norm), fmt(clip), fmt(factor))
+        return factor
 
     def solver_state(self, model: str) -> pb.SolverState:
         return solver_state_message(self.iter, model, self.current_step, self.history)

@@ -4,6 +4,11 @@ One iteration, as in Caffe: clear the parameter diffs; run the test nets when du
 backward ``iter_size`` times (the loss is their mean, smoothed over ``average_loss`` iterations
 for display); then ``apply_update`` (the subclass's rule, e.g. SGDSolver's).  Snapshots write the
 weights (``.caffemodel``) and the subclass's state (``.solverstate``).
+
+The losses, the rule's gradient norm and the flag of a non-finite update stay on the device until
+one read per iteration (``StepStatus``), which is where divergence stops training: before the
+update when the loss or gradient norm is not finite; at the next read, or before a snapshot, when
+an update made a weight non-finite, so that such weights are never snapshotted.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from .settings import build_net, check_settings, net_sources, read_solver
 from .signals import DEFAULT_EFFECTS, deferred_signals, signal_handlers
 from .snapshot import prune, recover, write_pair
 from .state import check_progress, read_solver_state, snapshot_filename
+from .step_status import StatusValues, StepStatus
 
 log = logging.getLogger(__name__)
 f32 = np.float32
@@ -95,10 +101,11 @@ class Solver:
     ``net``, ``test_nets``, ``iter``; plus ``param``, ``current_step`` and ``smoothed_loss``.
     ``iteration_hooks`` are called with an IterationStats after every iteration,
     ``snapshot_hooks`` with (caffemodel, solverstate) after every snapshot.  Subclasses give the
-    update rule (``apply_update``) and its saved state.
+    update rule (``apply_update``) and its saved state.  ``math`` is the nets' GEMM precision on a
+    GPU: "strict" float32 or the opt-in "tf32" (see core/workspace.py).
     """
 
-    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu"):
+    def __init__(self, solver: "str | os.PathLike | pb.SolverParameter", device: str = "cpu", math: str = "strict"):
         if isinstance(solver, pb.SolverParameter):
             self.param = pb.SolverParameter()
             self.param.CopyFrom(solver)
@@ -110,13 +117,13 @@ class Solver:
         if len(sources) != 1:
             raise MemnetError("the solver must name exactly one train net with one of net, net_param, train_net, "
                               f"train_net_param (it gives {', '.join(sources) or 'none'})")
-        self.device = device
+        self.device, self.math = device, math
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             set_random_seed(param.random_seed)
         log.info("Creating training net from %s", f"net file: {getattr(param, sources[0])}"
                  if sources[0] in ("net", "train_net") else sources[0])
-        self.net = build_net(self._train_source(), TRAIN, param.train_state, device)
+        self.net = build_net(self._train_source(), TRAIN, param.train_state, device, math)
         for weights in param.weights:
             for path in weights.split(","):
                 log.info("Finetuning from %s", path)
@@ -132,6 +139,7 @@ class Solver:
         self.snapshot_hooks: list[Callable[[str, str], None]] = []
         self._losses: list[np.float32] = []
         self._request: "str | None" = None
+        self.status = StepStatus(self.net.device, self.net.dtype, param.iter_size)
         self.coordinator: SingleProcess = SingleProcess()
         self.signal_effects: dict[str, str] = dict(DEFAULT_EFFECTS)  # signal name -> stop | snapshot | none
         self.stop_signal: "str | None" = None  # the signal that stopped the run, if one did
@@ -163,7 +171,7 @@ class Solver:
         nets = []
         for i, (label, source) in enumerate(sources):
             log.info("Creating test net (#%d) specified by %s", i, label)
-            nets.append(build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device))
+            nets.append(build_net(source, TEST, p.test_state[i] if p.test_state else None, self.device, self.math))
         return nets
 
     def _check_snapshot_prefix(self) -> None:
@@ -196,11 +204,13 @@ class Solver:
                 if self.requested_early_exit:
                     break
             display = p.display and self.iter % p.display == 0
-            loss = f32(0)
-            for _ in range(p.iter_size):
-                loss += f32(self.net.forward_backward())
-            loss /= f32(p.iter_size)
+            for k in range(p.iter_size):
+                self.status.set_loss(k, self.net.forward_backward(keep_intermediates=False))
             self.coordinator.gradients_ready(self)
+            self.before_update()
+            values = self.status.read()  # the iteration's one device-to-host transfer
+            self._check_update_was_finite(values)
+            loss = values.loss
             if self.coordinator.any_rank(not np.isfinite(loss)):
                 where = f"the loss is {float(loss)}" if not np.isfinite(loss) else "the loss of another rank diverged"
                 raise TrainingDiverged(f"iteration {self.iter}: {where}; training stopped before updating the "
@@ -214,7 +224,7 @@ class Solver:
                          p.display, fmt(self.smoothed_loss))
                 timer, iterations_last = time.perf_counter(), self.iter
                 self._log_outputs("Train", self.net, {n: self.net.blobs[n].data for n in self.net.outputs})
-            rate = self.apply_update()
+            rate = self.apply_update(values)
             self.iter += 1
             self.coordinator.updated(self)
             for hook in self.iteration_hooks:
@@ -251,7 +261,7 @@ class Solver:
             log.info("Optimization stopped early.")
             return
         if self.param.display and self.iter % self.param.display == 0:
-            self._update_smoothed_loss(f32(self.net.forward_range()), start_iter, self.param.average_loss)
+            self._update_smoothed_loss(f32(float(self.net.forward_range())), start_iter, self.param.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if self.param.test_interval and self.iter % self.param.test_interval == 0:
             self.test_all()
@@ -267,9 +277,22 @@ class Solver:
             self.smoothed_loss += (loss - self._losses[idx]) / f32(average_loss)
             self._losses[idx] = loss
 
+    def _check_update_was_finite(self, values: StatusValues) -> None:
+        """Stop when the last update (of iteration ``iter - 1``) left a non-finite weight."""
+        if values.update_nonfinite:
+            raise TrainingDiverged(f"iteration {self.iter - 1}: the update made some weights non-finite; training "
+                                   "stopped without snapshotting them (the last snapshot, if any, is kept). Lower "
+                                   "base_lr or clip the gradients (clip_gradients)")
+
     # ------------------------------------------------------------------ what the update rule provides
-    def apply_update(self) -> np.float32:
-        """Update the weights from their diffs; returns the learning rate used."""
+    def before_update(self) -> None:
+        """Device work whose results the update needs, written into ``status`` (read once, next)."""
+
+    def apply_update(self, values: StatusValues) -> np.float32:
+        """Update the weights from their diffs, given the iteration's status; returns the learning rate used.
+
+        A rule that makes a weight non-finite sets ``status.nonfinite_slot``.
+        """
         raise NotImplementedError
 
     def solver_state(self, model: str) -> pb.SolverState:
@@ -315,7 +338,7 @@ class Solver:
                 return {}
             iter_loss = net.forward_range(keep_intermediates=False)
             if self.param.test_compute_loss:
-                loss += f32(iter_loss)
+                loss += f32(float(iter_loss))
             for name in net.outputs:
                 value = to_numpy(net.blobs[name].data).astype(np.float32)
                 sums[name] = sums[name] + value if name in sums else value
@@ -339,7 +362,11 @@ class Solver:
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> str:
         """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate`` as a pair (both or neither, see
-        ``snapshot.write_pair``); with ``keep_snapshots`` remove older pairs.  Returns the solverstate path."""
+        ``snapshot.write_pair``); with ``keep_snapshots`` remove older pairs.  Returns the solverstate path.
+
+        Weights that an update made non-finite are not written: TrainingDiverged is raised instead.
+        """
+        self._check_update_was_finite(self.status.read())
         prefix = self.param.snapshot_prefix
         model = snapshot_filename(prefix, self.iter, ".caffemodel")
         state = snapshot_filename(prefix, self.iter, ".solverstate")

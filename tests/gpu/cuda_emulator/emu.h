@@ -151,6 +151,14 @@ using std::max;
 using std::min;
 using std::sqrt;
 
+// Blocks run one after another: an atomic is a plain read-modify-write, a fence has nothing to order.
+inline int atomicAdd(int* address, const int value) {
+  const int old = *address;
+  *address = old + value;
+  return old;
+}
+inline void __threadfence() {}
+
 // ---- launching from Python (ctypes): arguments arrive as an array of pointers to values, as in
 // cuLaunchKernel; the signature string lets the caller check each argument's C type.
 template <typename T>

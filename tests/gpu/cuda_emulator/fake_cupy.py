@@ -8,7 +8,15 @@ arrays with NaN (ints: a sentinel) so unwritten outputs show.  Device arrays ref
 NumPy arrays in arithmetic and in assignment (``device[...] = host``), as CuPy's do.
 
 ``memory`` counts the bytes of live device arrays (and their peak), as CuPy's pool would be asked
-for them (without its rounding, caching or cuBLAS workspaces).
+for them (without its rounding, caching or cuBLAS workspaces); active ``cuda.memory_hook.MemoryHook``s
+are told of every allocation and free, as CuPy tells them.
+
+``events`` counts what a GPU would be asked to do: kernel launches (``kernel``: RawKernel calls,
+by name in ``kernel_names``; ``blas``: cuBLAS gemm and dot; ``elementwise`` and ``reduction``:
+CuPy's own kernels behind ufuncs, array methods and module functions; ``memset``: ``fill(0)`` and
+``zeros``; ``copy``: device-to-device copies) and transfers (``d2h``: ``get()``, ``asnumpy``,
+``float()``/``int()``/``bool()``/``item()``/``tolist()`` of a device array; ``h2d``: host data
+to the device).  An operation counts once, however NumPy implements it underneath.
 
 Not emulated: timing, concurrency between threads (they run one after another), the memory model.
 """
@@ -19,6 +27,8 @@ import os
 import sys
 import types
 import weakref
+from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,19 +38,51 @@ GUARD = 64  # bytes of guard before and after every allocation
 GUARD_BYTE = 0xA7
 _guarded: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
 memory = {"live": 0, "peak": 0}  # bytes of device arrays alive now / at most since reset_peak()
-_memory_hooks: list = []  # entered cupy.cuda.memory_hook.MemoryHook instances, told of every malloc and free
+LAUNCH_KINDS = ("kernel", "blas", "elementwise", "reduction", "memset", "copy")
+TRANSFER_KINDS = ("d2h", "h2d")
+events: Counter = Counter()  # LAUNCH_KINDS and TRANSFER_KINDS since reset_events()
+kernel_names: Counter = Counter()  # RawKernel launches by name expression
+_depth = [0]  # > 0 inside a counted operation: what it does underneath is not counted again
+_hooks: list = []  # active MemoryHooks
 
 
 def reset_peak() -> None:
     memory["peak"] = memory["live"]
 
 
-def _freed(nbytes: int) -> None:
+def reset_events() -> None:
+    events.clear()
+    kernel_names.clear()
+
+
+def launches() -> int:
+    """Kernel launches of every kind counted since reset_events()."""
+    return sum(events[kind] for kind in LAUNCH_KINDS)
+
+
+@contextmanager
+def _counted(kind: str):
+    """Count one ``kind`` event for what runs inside, unless an enclosing operation already counts."""
+    if not _depth[0]:
+        events[kind] += 1
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+
+
+def _freed(nbytes: int, pointer: int) -> None:
     memory["live"] -= nbytes
-    for hook in list(_memory_hooks):
-        hook.free_postprocess(device_id=0, mem_size=nbytes, mem_ptr=0, pmem_id=0)
+    for hook in list(_hooks):
+        hook.free_postprocess(device_id=0, mem_size=nbytes, mem_ptr=pointer, pmem_id=0)
 SCALAR_TYPES = {"f": np.float32, "d": np.float64, "i": np.int32}
 POINTEE_DTYPES = {"Pf": np.float32, "Pd": np.float64, "Pi": np.int32}
+
+
+def _to_host(array: np.ndarray) -> np.ndarray:
+    events["d2h"] += 1
+    return np.array(array.view(np.ndarray), copy=True)
 
 
 class ndarray(np.ndarray):
@@ -53,7 +95,8 @@ class ndarray(np.ndarray):
         plain = [x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs]
         if out:
             kwargs["out"] = tuple(o.view(np.ndarray) for o in out)
-        result = getattr(ufunc, method)(*plain, **kwargs)
+        with _counted("elementwise" if method == "__call__" else "reduction"):
+            result = getattr(ufunc, method)(*plain, **kwargs)
         if out:
             return out[0] if len(out) == 1 else out
         return _device(result)
@@ -62,10 +105,55 @@ class ndarray(np.ndarray):
         # CuPy sends a non-CuPy value to fill(), which refuses arrays that are not 0-d
         if isinstance(value, np.ndarray) and not isinstance(value, ndarray) and value.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
-        super().__setitem__(index, value)
+        device = isinstance(value, ndarray)
+        with _counted("copy" if device else "elementwise"):
+            super().__setitem__(index, value.view(np.ndarray) if device else value)
 
+    # CuPy runs one kernel for each of these (cuBLAS for dot); NumPy may run several ufuncs.
+    def sum(self, *args, **kwargs):
+        with _counted("reduction"):
+            return _device(super().sum(*args, **kwargs))
+
+    def mean(self, *args, **kwargs):
+        with _counted("reduction"):
+            return _device(super().mean(*args, **kwargs))
+
+    def dot(self, *args, **kwargs):
+        with _counted("blas"):
+            return _device(super().dot(*args, **kwargs))
+
+    def astype(self, dtype, *args, copy=True, **kwargs):
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        with _counted("elementwise"):
+            return super().astype(dtype, *args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        with _counted("copy"):
+            return super().copy(*args, **kwargs)
+
+    def fill(self, value) -> None:
+        with _counted("memset" if value == 0 else "elementwise"):
+            super().fill(value)
+
+    # ------------------------------------------------------------ device -> host
     def get(self) -> np.ndarray:
-        return np.array(self.view(np.ndarray), copy=True)
+        return _to_host(self)
+
+    def item(self, *args):
+        return _to_host(self).item(*args)
+
+    def tolist(self):
+        return _to_host(self).tolist()
+
+    def __float__(self) -> float:
+        return float(_to_host(self))
+
+    def __int__(self) -> int:
+        return int(_to_host(self))
+
+    def __bool__(self) -> bool:
+        return bool(_to_host(self))
 
     @property
     def data(self) -> "MemoryPointer":
@@ -74,8 +162,13 @@ class ndarray(np.ndarray):
 
 
 def _device(value):
+    """NumPy results as device arrays; a NumPy scalar becomes a 0-d device array, as CuPy returns."""
     if isinstance(value, tuple):
         return tuple(_device(v) for v in value)
+    if isinstance(value, np.generic):
+        scalar = _allocate((), value.dtype)
+        scalar.view(np.ndarray)[()] = value
+        return scalar
     if isinstance(value, np.ndarray) and not isinstance(value, ndarray):
         return value.view(ndarray)
     return value
@@ -95,9 +188,10 @@ def _allocate(shape, dtype) -> ndarray:
     _guarded[id(raw)] = raw
     memory["live"] += nbytes
     memory["peak"] = max(memory["peak"], memory["live"])
-    weakref.finalize(raw, _freed, nbytes)
-    for hook in list(_memory_hooks):
-        hook.malloc_postprocess(device_id=0, size=nbytes, mem_size=nbytes, mem_ptr=raw.ctypes.data, pmem_id=0)
+    pointer = raw.ctypes.data
+    for hook in list(_hooks):
+        hook.malloc_postprocess(device_id=0, size=nbytes, mem_size=nbytes, mem_ptr=pointer, pmem_id=0)
+    weakref.finalize(raw, _freed, nbytes, pointer)
     return array
 
 
@@ -121,26 +215,33 @@ def empty(shape, dtype=np.float64, order="C"):
 
 def zeros(shape, dtype=np.float64, order="C"):
     array = _allocate(shape, dtype)
-    array.view(np.ndarray).fill(0)
+    array.fill(0)
     return array
 
 
 def ones(shape, dtype=np.float64):
     array = _allocate(shape, dtype)
-    array.view(np.ndarray).fill(1)
+    array.fill(1)
     return array
 
 
 def full(shape, fill_value, dtype=None):
-    host = np.full(shape, fill_value, dtype)
-    return array(host)
+    dtype = np.asarray(fill_value).dtype if dtype is None else dtype
+    array = _allocate(shape, dtype)
+    array.fill(fill_value)
+    return array
 
 
 def array(obj, dtype=None, copy=True, order="K"):
-    host = np.array(obj.view(np.ndarray) if isinstance(obj, ndarray) else obj, dtype=dtype)
+    with _counted("copy" if isinstance(obj, ndarray) else "h2d"):
+        host = np.array(obj.view(np.ndarray) if isinstance(obj, ndarray) else obj, dtype=dtype)
     out = _allocate(host.shape, host.dtype)
     out.view(np.ndarray)[...] = host
     return out
+
+
+def asnumpy(a) -> np.ndarray:
+    return _to_host(a) if isinstance(a, ndarray) else np.asarray(a)
 
 
 def asarray(obj, dtype=None, order=None):
@@ -177,7 +278,8 @@ def __getattr__(name: str):
         for a in list(args) + list(kwargs.values()):
             if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
                 raise TypeError(f"cupy.{name}: a NumPy array given where a device array is needed")
-        return _device(value(*args, **kwargs))
+        with _counted("blas" if name in ("dot", "vdot", "matmul", "tensordot") else "elementwise"):
+            return _device(value(*args, **kwargs))
 
     return device_function
 
@@ -200,6 +302,8 @@ class RawKernel:
             if isinstance(arg, ndarray):
                 arrays.append(arg)
         pointers = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+        events["kernel"] += 1
+        kernel_names[name] += 1
         error = self.kernel.launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), pointers,
                                    int(self.kernel.fibers))
         if error:
@@ -262,11 +366,11 @@ class MemoryHook:
     name = "MemoryHook"
 
     def __enter__(self):
-        _memory_hooks.append(self)
+        _hooks.append(self)
         return self
 
     def __exit__(self, *_):
-        _memory_hooks.remove(self)
+        _hooks.remove(self)
 
     def malloc_postprocess(self, **kwargs):
         pass
@@ -282,7 +386,7 @@ def get_default_memory_pool():
 cuda = types.ModuleType("cupy.cuda")
 cuda.Device = Device
 DEVICE_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # the emulated GPU has the host's RAM
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
                                      getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"},
                                      memGetInfo=lambda: (DEVICE_BYTES - memory["live"], DEVICE_BYTES))
 cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
@@ -349,6 +453,7 @@ def gemm_strided_batched_ex(handle, transa, transb, m, n, k, alpha, a, a_type, l
         raise ValueError(f"emulator: {call}: CUBLAS_STATUS_INVALID_VALUE")
     if m == 0 or n == 0 or batch_count == 0:
         return
+    events["blas"] += 1
     scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
     alpha, beta = scalar.from_address(alpha).value, scalar.from_address(beta).value
     out = _device_matrices(call, c, dtype, (m, n), ldc, stride_c, batch_count)

@@ -1,0 +1,166 @@
+"""MemNet's unit, BatchNorm -> Scale -> ReLU, run as ONE operation with the three Caffe layers' semantics.
+
+A net whose layers hold the chain (BatchNorm x -> h, then Scale and ReLU in place on h: nobody else
+can read h in between) runs it through this unit (``fusable`` says when; the net's schedule in
+core/memory_plan.py builds it).  The three layers keep their parameters, flags and names: running
+sums with Caffe's m / (m - 1) correction, use_global_stats by phase, eps, Scale with or without bias
+and its accumulated parameter gradients, ReLU's negative_slope.  Per channel c:
+
+    z = (x - mean[c]) / std[c],   u = z * gamma[c] + beta[c],   h = u > 0 ? u : u * negative_slope
+
+Forward: per-channel statistics, then one pass writing h.  Backward: one reduction (Scale's gradients
+and BatchNorm's two sums), then one pass writing dx.  Backward reads x and h (h > 0 is the mask that
+Caffe's in-place ReLU reads); h can be recomputed from x and the saved statistics, so the net's
+memory plan need not keep it (In-Place Activated BatchNorm's trick).  After backward the top diff
+holds what Caffe's in-place blob holds: BatchNorm's top gradient dz.
+"""
+from __future__ import annotations
+
+from ..cuda import batchnorm as bn_gpu
+from ..cuda import bn_scale_relu as gpu
+from ..layer import Layer
+from ..proto import caffe_pb2 as pb
+from .batch_norm import BatchNormLayer
+from .relu import ReLULayer
+from .scale import ScaleLayer
+
+
+def fusable(layers: list, bottoms: list, tops: list, need_backward: list, propagate_down: list,
+            x_shape: tuple) -> bool:
+    """True if ``layers`` (three consecutive net layers, with their bottom and top names, backward flags
+    and the shape of the first bottom) are a BatchNorm -> in-place Scale -> in-place ReLU chain this
+    unit runs: a per-channel Scale (learned, axis 1), no loss weights, Caffe's own backward flags."""
+    bn, scale, relu = layers
+    if not (isinstance(bn, BatchNormLayer) and isinstance(scale, ScaleLayer) and isinstance(relu, ReLULayer)):
+        return False
+    (x,), (h,) = bottoms[0], tops[0]
+    if bottoms[1:] != [[h], [h]] or tops[1:] != [[h], [h]] or (x == h and any(need_backward)):
+        return False
+    p = scale.param.scale_param
+    if len(x_shape) < 2 or p.axis not in (1, 1 - len(x_shape)) or p.num_axes != 1:
+        return False
+    if len(scale.blobs) != 1 + p.bias_term or scale.blobs[0].shape != (x_shape[1],):
+        return False
+    if any(layer.loss(0) for layer in layers):
+        return False
+    # ReLU and Scale back-propagate together, and Scale into BatchNorm exactly when BatchNorm runs backward.
+    return need_backward[2] == need_backward[1] == propagate_down[2][0] and propagate_down[1][0] == need_backward[0]
+
+
+class BatchNormScaleReLU(Layer):
+    """The fused unit over a net's BatchNorm, Scale and ReLU layers (their blobs are used, not copied)."""
+
+    type = "BatchNorm+Scale+ReLU"
+    saved_for_backward = ("mean", "std", "z")  # z: the normalised input, CPU recompute to backward
+    can_recompute_outputs = True
+    can_overwrite_input = True
+
+    def __init__(self, bn: BatchNormLayer, scale: ScaleLayer, relu: ReLULayer):
+        param = pb.LayerParameter(name=f"{bn.name}+{scale.name}+{relu.name}", type=self.type,
+                                  bottom=bn.param.bottom, top=relu.param.top, phase=bn.phase)
+        super().__init__(param, device=bn.device, dtype=bn.dtype, net_dir=bn.net_dir)
+        self.bn, self.scale, self.relu = bn, scale, relu
+        self.needs_backward = bn.needs_backward or scale.needs_backward or relu.needs_backward
+        self.mean = self.std = self.z = None
+
+    def backward_inputs(self) -> tuple[int, ...]:
+        return (0,)
+
+    def backward_outputs(self) -> tuple[int, ...]:
+        return (0,)
+
+    def reshape(self, bottoms, tops) -> None:
+        tops[0].reshape(bottoms[0].shape)
+        self.dims = self.bn.gpu_dims(bottoms[0])  # (outer, channels, inner)
+
+    def _gamma_beta(self):
+        blobs = self.scale.blobs
+        return blobs[0].data, blobs[1].data if len(blobs) > 1 else None
+
+    def _param_diffs(self):
+        """(gamma diff, beta diff) to accumulate into, None where Scale learns nothing."""
+        blobs, wanted = self.scale.blobs, self.scale.param_propagate_down
+        learns = self.scale.needs_backward
+        return tuple(blobs[k].diff if learns and k < len(blobs) and wanted[k] else None for k in (0, 1))
+
+    # ------------------------------------------------------------------ CPU
+    def forward_cpu(self, bottoms, tops) -> None:
+        mean, z, std = self.bn.statistics_cpu(bottoms[0].data, self.may_overwrite_input(bottoms, tops))
+        z /= std  # z is ours (or the input we may overwrite)
+        self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
+        tops[0].data = self._scale_relu_cpu(z, out=z)
+
+    def _scale_relu_cpu(self, z, out=None):
+        """relu(z * gamma + beta) into ``out`` (may be z) or a new array, with Scale's and ReLU's roundings."""
+        gamma, beta = self._gamma_beta()
+        channel = (1, self.dims[1], 1)
+        if out is not None and not out.flags.c_contiguous:
+            out = None
+        h = self.xp.multiply(z.reshape(self.dims), gamma.reshape(channel),
+                             out=None if out is None else out.reshape(self.dims))
+        if beta is not None:
+            h += beta.reshape(channel)
+        h = h.reshape(z.shape)
+        if self.relu.negative_slope:
+            return self.xp.multiply(h, self.relu.gain(h), out=h)
+        return self.xp.maximum(h, 0, out=h)
+
+    def _normalized_cpu(self, x):
+        z = x - self.mean
+        z /= self.std
+        return z
+
+    def recompute_outputs(self, bottoms, tops) -> None:
+        if self.mean is None:
+            raise RuntimeError(f"'{self.name}': no statistics to recompute the output from (forward ran "
+                               "without backward, or backward already ran)")
+        if self.on_gpu:
+            gamma, beta = self._gamma_beta()
+            tops[0].data = gpu.forward(bottoms[0].data, self.dims, self.mean, self.std, gamma, beta,
+                                       self.relu.negative_slope)
+        else:
+            self.z = self._normalized_cpu(bottoms[0].data)  # backward needs it too: kept until then
+            tops[0].data = self._scale_relu_cpu(self.z)
+
+    def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        # The top diff turns into du, then dz, in place: what Caffe's in-place blob holds after each backward.
+        d = tops[0].diff
+        h = tops[0].data
+        d *= self.relu.gain(h) if self.relu.negative_slope else h > 0
+        z = self._normalized_cpu(bottoms[0].data) if self.z is None else self.z
+        self.z = None
+        gamma, _ = self._gamma_beta()
+        gamma_diff, beta_diff = self._param_diffs()
+        d3 = d.reshape(self.dims)
+        if beta_diff is not None:
+            beta_diff += d3.sum(axis=(0, 2)).reshape(beta_diff.shape)
+        if gamma_diff is not None:
+            gamma_diff += (d3 * z.reshape(self.dims)).sum(axis=(0, 2)).reshape(gamma_diff.shape)
+        if not self.bn.needs_backward:
+            return
+        d3 *= gamma.reshape(1, self.dims[1], 1)
+        if propagate_down[0]:
+            bottoms[0].diff = self.bn.input_gradient_cpu(d, z, self.std, overwrite_y=True)
+
+    # ------------------------------------------------------------------ GPU
+    def forward_gpu(self, bottoms, tops) -> None:
+        bn, x = self.bn, bottoms[0].data
+        running = [blob.data for blob in bn.blobs]
+        if bn.use_global_stats:
+            mean, std = bn_gpu.global_stats(running, bn.eps)
+        else:
+            mean, std = gpu.batch_stats(x, self.dims, bn.eps, bn.moving_average_fraction, running)
+        self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
+        gamma, beta = self._gamma_beta()
+        tops[0].data = gpu.forward(x, self.dims, mean, std, gamma, beta, self.relu.negative_slope,
+                                   out=self.gpu_output_buffer(bottoms, tops))
+
+    def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        gamma, _ = self._gamma_beta()
+        gamma_diff, beta_diff = self._param_diffs()
+        dx = gpu.backward(bottoms[0].data, tops[0].data, tops[0].diff, self.dims, self.mean, self.std, gamma,
+                          self.relu.negative_slope,
+                          batch_stats=not self.bn.use_global_stats, gamma_diff=gamma_diff, beta_diff=beta_diff,
+                          want_dx=self.bn.needs_backward and propagate_down[0], top_gets_dz=self.bn.needs_backward)
+        if dx is not None:
+            bottoms[0].diff = dx

@@ -1,0 +1,76 @@
+"""The fused BatchNorm -> Scale -> ReLU unit gives the three Caffe layers' numbers, and runs only where it may."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import memnet_engine as me
+from fused_unit_cases import CONFIGS, pass_arrays, unit_net
+from memnet_engine.core.gradcheck import check_net_params
+
+@pytest.mark.parametrize("options", CONFIGS.values(), ids=CONFIGS.keys())
+def test_fused_unit_equals_the_three_layers_exactly_on_the_cpu(options) -> None:
+    fused = unit_net(**options)
+    layered = unit_net(**options)
+    layered.fuse_units(False)
+    assert [u.layer.name for u in fused.schedule.units.values()] == ["bn+sc+relu"] and not layered.schedule.units
+    ours, theirs = pass_arrays(fused), pass_arrays(layered)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+    assert np.abs(ours["pdiff/sc/0"]).max() > 0 and (options.get("force", True) is False or
+                                                      np.abs(ours["diff/x"]).max() > 0)
+
+
+def test_fused_unit_parameter_gradients_pass_the_gradient_check() -> None:
+    for options in ({}, {"slope": 0.1, "bias": False}):
+        check_net_params(unit_net(**options)).assert_ok()
+
+
+def test_planned_pass_recomputes_the_unit_output_and_equals_pycaffe_pass() -> None:
+    nets = {"planned": unit_net(), "pycaffe": unit_net()}
+    for keep, net in zip((False, True), nets.values()):
+        net.forward()  # shapes the output, whose diff we set
+        net.blobs["y"].diff[...] = np.random.default_rng(9).standard_normal(net.blobs["y"].shape)
+        net.clear_param_diffs()
+        net.forward_backward(keep_intermediates=keep)
+    planned, pycaffe = nets.values()
+    np.testing.assert_array_equal(planned.blobs["x"].diff, pycaffe.blobs["x"].diff)
+    for name, params in pycaffe.params.items():
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(planned.params[name][i].diff, p.diff, err_msg=f"{name}/{i}")
+    with pytest.raises(me.ReleasedBlobError, match="blob 'h'"):
+        planned.blobs["h"].data
+    steps = planned.schedule.forward_steps(0, len(planned.layers) - 1)
+    plan = planned.schedule.plan(planned, steps, planned._kept(), backward=True)
+    unit = next(s for s, step in enumerate(steps) if step.layer.type == "BatchNorm+Scale+ReLU")
+    assert plan.recompute_before_backward[unit + 1] == [unit]  # before the next convolution's backward
+    assert "h" in plan.free_after_forward[unit + 1]  # so h is not kept between forward and backward
+
+
+UNFUSABLE = {
+    "bn_in_place": ('layer { name: "bn" type: "BatchNorm" bottom: "a" top: "a" }\n'
+                    'layer { name: "sc" type: "Scale" bottom: "a" top: "a" }\n'
+                    'layer { name: "relu" type: "ReLU" bottom: "a" top: "a" }', "a"),
+    "relu_not_in_place": ('layer { name: "bn" type: "BatchNorm" bottom: "a" top: "h" }\n'
+                          'layer { name: "sc" type: "Scale" bottom: "h" top: "h" }\n'
+                          'layer { name: "relu" type: "ReLU" bottom: "h" top: "r" }', "r"),
+    "scalar_scale": ('layer { name: "bn" type: "BatchNorm" bottom: "a" top: "h" }\n'
+                     'layer { name: "sc" type: "Scale" bottom: "h" top: "h" scale_param { num_axes: 0 } }\n'
+                     'layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }', "h"),
+    "loss_weight_on_relu": ('layer { name: "bn" type: "BatchNorm" bottom: "a" top: "h" }\n'
+                            'layer { name: "sc" type: "Scale" bottom: "h" top: "h" }\n'
+                            'layer { name: "relu" type: "ReLU" bottom: "h" top: "h" loss_weight: 1 }', "h"),
+}
+
+
+@pytest.mark.parametrize("chain, top", UNFUSABLE.values(), ids=UNFUSABLE.keys())
+def test_chains_the_unit_cannot_run_stay_layer_by_layer(chain: str, top: str) -> None:
+    text = ('force_backward: true\nlayer { name: "x" type: "Input" top: "a" input_param { shape { dim: 2 dim: 3 '
+            'dim: 2 dim: 2 } } }\n' + chain)
+    net = me.Net(text_format.Parse(text, me.caffe_pb2.NetParameter()), phase=me.TRAIN, dtype=np.float64)
+    assert not net.schedule.units
+    net.blobs["a"].data[...] = np.random.default_rng(0).standard_normal((2, 3, 2, 2))
+    out = net.forward()[top]
+    assert np.isfinite(out).all() and (out >= 0).all()
