@@ -151,8 +151,8 @@ def test_a_solverstate_whose_weights_are_another_nets_is_refused(tmp_path, monke
     path = rewrite_state(snapshot_at(tmp_path), lambda s: setattr(s, "learned_net", str(tmp_path / "other.caffemodel")))
     solver = me.SGDSolver(str(SOLVER))
     before = [p.blob.data.copy() for p in solver.net.learnable_params]
-    with pytest.raises(me.WeightsError, match=r"other.caffemodel \(net 'other', 1 layers with weights\) has no layer of "
-                                              r"net 'tiny'"):
+    with pytest.raises(me.WeightsError,
+                       match=r"other.caffemodel \(net 'other', 1 layers with weights\) has no layer of net 'tiny'"):
         solver.restore(path)
     assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, solver.net.learnable_params))
     partial = me.caffe_pb2.NetParameter()  # the right net's weights, but not all of them

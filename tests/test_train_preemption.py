@@ -217,9 +217,10 @@ def test_a_full_disk_during_a_snapshot_names_the_file_and_keeps_the_previous_pai
     code = train_cli.main([str(TINY_SOLVER), "--out", str(out), "--max-iter", "8", "--snapshot-every", "2"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
-    assert re.search(rf"train\.py: error: cannot write snapshot {re.escape(str(out))}/tiny_iter_4\.caffemodel: No "
-                     r"space left on device \(the pair needs .*\(\d+ bytes\); .* free in .*\); the previous snapshots are "
-                     rf"intact; the newest snapshot is {re.escape(str(out))}/tiny_iter_2\.solverstate", err), err
+    folder = re.escape(str(out))
+    assert re.search(rf"train\.py: error: cannot write snapshot {folder}/tiny_iter_4\.caffemodel: No space left on "
+                     r"device \(the pair needs .*\(\d+ bytes\); .* free in .*\); the previous snapshots are intact; "
+                     rf"the newest snapshot is {folder}/tiny_iter_2\.solverstate", err), err
     assert sorted(p.name for p in out.iterdir() if "_iter_" in p.name) == ["tiny_iter_2.caffemodel",
                                                                             "tiny_iter_2.solverstate"]
 

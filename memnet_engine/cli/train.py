@@ -116,7 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs = ap.add_argument_group("preemption, snapshots and checks")
     for name, effect in DEFAULT_EFFECTS.items():
         caffe = [f"-{name.lower()}_effect"] if name in ("SIGINT", "SIGHUP") else []  # caffe train's spelling works too
-        runs.add_argument(f"--{name.lower()}-effect", *caffe, choices=EFFECTS, default=effect, metavar="|".join(EFFECTS),
+        runs.add_argument(f"--{name.lower()}-effect", *caffe, choices=EFFECTS, default=effect,
+                          metavar="|".join(EFFECTS),
                           help=f"what {name} does: snapshot and stop after the current iteration, snapshot and go on, "
                                f"or nothing (default {effect})")
     runs.add_argument("--keep-snapshots", type=int, default=0, metavar="N",

@@ -130,8 +130,8 @@ def restore_image(net: "Net", image: np.ndarray, task: str, scale: int = 1, tile
     def store_y(rows, cols, piece):
         out[slice(*rows), slice(*cols), 0] = to_uint8(piece * np.float32(255))
 
-    restore_tiles(net, source.shape, lambda rows, cols: source.region(rows, cols, slice(0, 1))[..., 0], store_y, tile, overlap,
-                  on_tile)
+    restore_tiles(net, source.shape, lambda rows, cols: source.region(rows, cols, slice(0, 1))[..., 0], store_y, tile,
+                  overlap, on_tile)
     if not source.colour:
         return out[..., 0]
     for r0, r1, _, _ in tile_spans(source.shape[0], tile, 0):
