@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -270,3 +272,43 @@ def test_caffe_style_npz_needs_net_for_torch_names(tmp_path, capsys):
     assert run(tmp_path / "w.npz", tmp_path / "t.npz", "--torch", "--net", DEPLOY) == 0
     assert list(load_npz(str(tmp_path / "t.npz"))) == list(exported_state(tmp_path))
 
+
+
+def npz_with_member(path, name: str, payload: bytes) -> None:
+    """An .npz (a zip) holding one member ``name`` with ``payload`` (compressed, as np.savez_compressed)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, payload)
+
+
+def npy_header(shape, descr="<f4") -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize("member, payload, message", [
+    ("a/0.npy", npy_header((10**6, 10**6)) + bytes(1000), r"array 'a/0' of shape \(1000000, 1000000\) needs .*TiB"),
+    ("a/0.npy", npy_header((3,), descr=[("x", "<f4")]) + bytes(12), r"has dtype \[\('x', '<f4'\)\]"),
+    ("a/0.npy", b"\x93NUMPY\x01\x00\x20\x00{'descr': 5, 'shape': ()}     \n", "corrupt .npy header"),
+    ("a/0.npy", b"\x93NUMPY\x01\x00\x20\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1,)" + b"(" * 40,
+     "corrupt .npy header"),
+    ("a/0", b"not an array at all", "corrupt .npy header"),
+])
+def test_malformed_npz_members_are_one_clear_error_before_reading(tmp_path, member, payload, message):
+    npz_with_member(tmp_path / "bad.npz", member, payload)
+    with pytest.raises(me.WeightsError, match=r"bad.npz: .*" + message):
+        load_npz(str(tmp_path / "bad.npz"))
+
+
+def test_conversion_builds_no_python_lists_of_the_data(tmp_path):
+    weights = np.random.default_rng(0).standard_normal(2_000_000).astype(np.float32)  # 8 MB of floats
+    np.savez(tmp_path / "big.npz", **{"conv/0": weights, "conv/1": weights.astype(np.float64)})
+    tracemalloc.start()
+    assert convert_weights.main([str(tmp_path / "big.npz"), str(tmp_path / "big.caffemodel")]) == 0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    data = weights.nbytes * 3  # the float32 and the float64 copy
+    assert peak < 4 * data, peak  # Python lists of these values alone would take ~32 bytes per value
+    model = caffe_model(tmp_path / "big.caffemodel")
+    np.testing.assert_array_equal(np.asarray(model.layer[0].blobs[0].data, np.float32), weights)
+    np.testing.assert_array_equal(np.asarray(model.layer[0].blobs[1].double_data), weights.astype(np.float64))

@@ -1,6 +1,7 @@
 """Data-parallel training: launch detection, data shards, and `mpirun -np 2 tools/train.py` against a
 single-process reference that averages the two shards' gradients (MPI tests skip without mpi4py/mpiexec)."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,7 @@ class TwoShards(SingleProcess):
 def reference_solver(iterations: int) -> me.SGDSolver:
     me.set_random_seed(7)
     solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0  # the working directory is the fixtures folder: write nothing there
     solver.coordinator = TwoShards(solver)
     solver.step(iterations)
     return solver
@@ -129,6 +131,7 @@ def test_two_ranks_train_like_the_averaged_two_shard_reference(tmp_path, monkeyp
         assert np.isfinite(value).all()
         np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=f"{name}/{i}")
     single = me.SGDSolver(str(SOLVER))  # guard: one rank on all the data gives other weights
+    single.param.snapshot = 0  # (nothing written into the fixtures folder)
     single.step(8)
     assert not np.allclose(single.net.params["conv1"][0].data, trained[("conv1", 0)], rtol=1e-3)
 
@@ -175,22 +178,28 @@ def rank_pid(marker: str, rank: int, timeout: float = 60) -> int:
     raise AssertionError(f"rank {rank} did not start")
 
 
-def test_killing_one_rank_ends_the_others_quickly(tmp_path):
-    out = tmp_path / "killed_run"
-    proc = mpirun(2, "--out", out, "--max-iter", 100000, "--snapshot-every", 0, cwd=tmp_path, wait=False)
+def act_during_a_run(out, cwd, marker: str, act) -> "tuple[int, str]":
+    """Train with two ranks into ``out``, call ``act(mpirun's process)`` once rank 0 logged ``marker``, wait for the
+    end (a minute at most); (exit code, stderr)."""
+    proc = mpirun(2, "--out", out, "--max-iter", 100000, "--snapshot-every", 0, cwd=cwd, wait=False)
     try:
-        victim = rank_pid(str(out), 1)
-        while not (out / "train.log").exists() or "Iteration 2" not in (out / "train.log").read_text():
+        while not (out / "train.log").exists() or marker not in (out / "train.log").read_text():
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.2)
-        os.kill(victim, signal.SIGKILL)
-        start = time.time()
+        act(proc)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode != 0 and time.time() - start < 60
-        assert "KILLED BY SIGNAL: 9" in err or "killed" in err.lower(), err[-2000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err
+
+
+def test_killing_one_rank_ends_the_others_quickly(tmp_path):
+    out = tmp_path / "killed_run"
+    code, err = act_during_a_run(out, tmp_path, "Iteration 2", lambda proc: os.kill(rank_pid(str(out), 1),
+                                                                                     signal.SIGKILL))
+    assert code != 0
+    assert "KILLED BY SIGNAL: 9" in err or "killed" in err.lower(), err[-2000:]
 
 
 def test_divergence_stops_every_rank_with_one_message(tmp_path):
@@ -201,18 +210,22 @@ def test_divergence_stops_every_rank_with_one_message(tmp_path):
     assert "KILLED" not in run.stderr
 
 
-def test_interrupting_mpirun_stops_every_rank_after_one_snapshot(tmp_path):
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_mpirun_stops_every_rank_after_one_snapshot(tmp_path, sent):
     out = tmp_path / "interrupted"
-    proc = mpirun(2, "--out", out, "--max-iter", 100000, "--snapshot-every", 0, cwd=tmp_path, wait=False)
-    try:
-        while not (out / "train.log").exists() or "Iteration 5 (" not in (out / "train.log").read_text():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)  # mpiexec forwards it to every rank
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err[-3000:]
+    code, err = act_during_a_run(out, tmp_path, "Iteration 5 (", lambda proc: proc.send_signal(sent))  # to every rank
+    assert code == 75, err[-3000:]  # every rank: stopped by a signal after a snapshot
     snapshots = sorted(p.name for p in out.glob("*.caffemodel"))
     assert len(snapshots) == 1 and (out / snapshots[0].replace(".caffemodel", ".solverstate")).exists()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    out = tmp_path / "one_rank_signalled"
+    # rank 1 alone: the ranks agree on the stop at the iteration's end
+    code, err = act_during_a_run(out, tmp_path, "Iteration 5 (", lambda proc: os.kill(rank_pid(str(out), 1),
+                                                                                       signal.SIGUSR1))
+    assert code == 75, err[-3000:]
+    stopped = re.search(r"stopped by a signal to another rank at iteration (\d+) after a snapshot", err)
+    assert stopped and "SIGUSR1: snapshotting and stopping" in err, err[-3000:]
+    assert sorted(p.name for p in out.glob("*_iter_*")) == [f"tiny_iter_{stopped.group(1)}.{ext}"
+                                                             for ext in ("caffemodel", "solverstate")]

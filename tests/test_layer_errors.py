@@ -40,6 +40,11 @@ SCALAR = 'layer { name: "s" type: "Input" top: "s" input_param { shape { } } }\n
     ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 0 dim: 4 dim: 4 } } }\n'
      'layer { name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 2 kernel_size: 3 '
      'weight_filler { type: "msra" } } }', "layer 'c': xavier/msra fillers need a non-empty blob"),
+    (X + 'layer { name: "c" type: "Convolution" bottom: "x" top: "x" convolution_param { num_output: 3 '
+         'kernel_size: 1 } }', "layer 'c': a Convolution cannot work in place"),  # found when built, not run
+    (X + 'layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 4 } } }\n'
+         'layer { name: "l" type: "EuclideanLoss" bottom: "x" bottom: "t" top: "l" }',
+     r"layer 'l': inputs \(2, 3, 4, 4\) and \(2, 3, 5, 4\) differ in size"),
 ])
 def test_user_mistakes_are_net_errors_naming_the_layer(text, message):
     with pytest.raises(me.NetError, match=message):
@@ -48,7 +53,8 @@ def test_user_mistakes_are_net_errors_naming_the_layer(text, message):
 
 @pytest.mark.parametrize("data, message", [
     (np.float32(3.0), "must have the same, non-zero number of rows"),
-    (np.array([b"ab", b"cd"]), "cannot read HDF5 file .*conversion"),
+    (np.array([b"ab", b"cd"]), "dataset 'data' in '.*a.h5' is \\|S2; HDF5Data reads float, double or integer datasets"),
+    (np.array([True, False]), "is bool; HDF5Data reads float, double or integer datasets"),
 ])
 def test_unusable_hdf5_datasets_are_net_errors(tmp_path, data, message):
     with h5py.File(tmp_path / "a.h5", "w") as f:
@@ -58,6 +64,19 @@ def test_unusable_hdf5_datasets_are_net_errors(tmp_path, data, message):
                                          'source: "list.txt" batch_size: 1 } }')
     with pytest.raises(me.NetError, match=f"layer 'd': .*{message}"):
         me.Net(str(tmp_path / "n.prototxt"), phase=me.TRAIN)
+
+
+def test_integer_hdf5_data_is_read_as_float_with_a_warning(tmp_path, caplog):
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["data"] = np.arange(6, dtype=np.uint8).reshape(3, 2)
+    (tmp_path / "list.txt").write_text("a.h5\n")
+    (tmp_path / "n.prototxt").write_text('layer { name: "d" type: "HDF5Data" top: "data" hdf5_data_param { '
+                                         'source: "list.txt" batch_size: 3 } }')
+    net = me.Net(str(tmp_path / "n.prototxt"), phase=me.TRAIN)
+    net.forward()
+    assert net.blobs["data"].data.dtype == np.float32
+    assert np.array_equal(net.blobs["data"].data, np.arange(6).reshape(3, 2))
+    assert "a.h5' holds uint8 values: read as float32 (as Caffe does)" in caplog.text
 
 
 def test_a_bug_in_a_forward_surfaces_as_itself(monkeypatch):

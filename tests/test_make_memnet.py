@@ -267,3 +267,18 @@ def test_cli_deploy_from_train_restores_as_the_released_deploy_net(tmp_path, cap
                                   released.forward(data=image)[released.outputs[0]])
     assert make_memnet.main(["--deploy", "--from-train", str(out)]) == 1
     assert "no data layer" in capsys.readouterr().err
+
+
+def test_one_block_is_refused_for_the_multi_supervised_net_and_valid_for_the_basic_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_memnet.main(["-M", "1", "-o", str(tmp_path / "m1.prototxt")])
+    assert exit_info.value.code == 2 and not (tmp_path / "m1.prototxt").exists()
+    assert "needs at least 2 (M = 1); for one block use the basic MemNet (--basic)" in capsys.readouterr().err
+    for phase in ([], ["--deploy"]):
+        assert make_memnet.main(["-M", "1", "-R", "2", "-C", "4", "--basic", *phase, "-o",
+                                 str(tmp_path / "m1.prototxt")]) == 0
+        net = Net(str(tmp_path / "m1.prototxt"), TEST if phase else TRAIN) if phase else None
+        if net is not None:
+            assert net.forward()["HR_recovery"].shape == (1, 1, 144, 144)
+    train = read_net_param(str(tmp_path / "m1.prototxt"))
+    assert train.layer[-1].type == "Eltwise" and len(train.layer[-1].bottom) == 2

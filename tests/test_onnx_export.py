@@ -217,7 +217,7 @@ def test_convert_weights_exports_from_a_caffe_named_npz(tmp_path):
 @pytest.mark.parametrize("argv, code, message", [
     (["w.caffemodel", "m.onnx"], 2, "an .onnx output needs the deploy net: --net DEPLOY.prototxt"),
     ([str(GOLDEN_FIXTURES / "conv_basic.caffemodel"), "m.onnx", "--net",
-      str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt")], 1, "has no weights for 41 layer"),
+      str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt")], 1, "has no layer of net 'memnet_m2r2_c8'"),
 ])
 def test_convert_weights_onnx_mistakes(tmp_path, capsys, argv, code, message):
     argv = [str(tmp_path / a) if a.endswith("m.onnx") else a for a in argv]

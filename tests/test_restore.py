@@ -4,10 +4,16 @@ import re
 import subprocess
 import sys
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
+import memnet_engine as me
 from memnet_engine import Net
+from memnet_engine.core.weights import array_to_blob_proto
+from memnet_engine.memnet import inference
+from memnet_engine.memnet.imageops.io import ImageTooLarge
 from memnet_engine.memnet.imageops import imresize, read_image, rgb2ycbcr, to_uint8, write_image, ycbcr2rgb
 from memnet_engine.memnet.inference import restore, restore_image, tile_spans
 
@@ -160,3 +166,78 @@ def test_device_option(tmp_path, capsys, monkeypatch):
                       "--output", str(tmp_path / "o.png"), "--device", "gpu"]) == 1
     err = capsys.readouterr().err
     assert "--device gpu: no CUDA GPU is available" in err and "pip install -e '.[gpu]'" in err
+
+
+def other_weights(tmp_path, keep=None):
+    """The golden weights with only the layers ``keep`` (None: a caffemodel of another net)."""
+    model = me.caffe_pb2.NetParameter.FromString(open(WEIGHTS, "rb").read())
+    if keep is None:
+        model = me.caffe_pb2.NetParameter(name="other_net")
+        array_to_blob_proto(np.ones(3, np.float32), model.layer.add(name="fc9").blobs.add())
+    else:
+        for i in reversed(range(len(model.layer))):
+            if model.layer[i].blobs and model.layer[i].name not in keep:
+                del model.layer[i]
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize("keep, message", [
+    (None, r"w.caffemodel \(net 'other_net', 1 layers with weights\) has no layer of net 'memnet_m2r2_c8'"),
+    (["conv1", "bn_conv1"], r"w.caffemodel has no weights for \d+ layer\(s\) of net 'memnet_m2r2_c8': "),
+])
+def test_restore_and_evaluate_refuse_weights_that_do_not_fill_the_net(tmp_path, capsys, keep, message):
+    from memnet_engine.cli import evaluate, restore as restore_cli
+    weights = other_weights(tmp_path, keep)
+    write_image(str(tmp_path / "in.png"), np.full((12, 12), 100, np.uint8))
+    assert restore_cli.main(["--task", "denoise", "--model", DEPLOY, "--weights", weights, "--input",
+                             str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png")]) == 1
+    assert re.search("restore: error: .*" + message, capsys.readouterr().err)
+    assert not (tmp_path / "out.png").exists()
+    assert evaluate.main(["--task", "denoise", "--sigma", "30", "--method", "memnet", "--model", DEPLOY, "--weights",
+                          weights, "--dataset", str(tmp_path)]) == 1
+    assert re.search("evaluate: error: .*" + message, capsys.readouterr().err)
+
+
+def test_restore_warns_of_nan_weights_and_strict_refuses_them(tmp_path, capsys):
+    model = me.caffe_pb2.NetParameter.FromString(open(WEIGHTS, "rb").read())
+    next(layer for layer in model.layer if layer.name == "conv1").blobs[0].data[0] = float("inf")
+    (tmp_path / "inf.caffemodel").write_bytes(model.SerializeToString())
+    write_image(str(tmp_path / "in.png"), np.full((12, 12), 100, np.uint8))
+    args = ["--task", "denoise", "--model", DEPLOY, "--weights", str(tmp_path / "inf.caffemodel"), "--input",
+            str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png")]
+    from memnet_engine.cli import restore as restore_cli
+    assert restore_cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"warning: \S+inf.caffemodel: NaN or infinite weights in layer\(s\) conv1 \(--strict makes", err)
+    assert restore_cli.main(args + ["--strict"]) == 1
+    assert re.search(r"restore: error: \S+inf.caffemodel: NaN or infinite weights in layer\(s\) conv1",
+                     capsys.readouterr().err)
+
+
+def test_sr_is_upscaled_tile_by_tile_exactly_and_in_bounded_memory(net, monkeypatch):
+    image = np.random.default_rng(3).integers(0, 256, (40, 37, 3), dtype=np.uint8)
+    tiled = restore_image(net, image, "sr", 4, tile=24, overlap=RECEPTIVE_RADIUS)
+    channels = imresize(rgb2ycbcr(image) / 255.0, 4)  # the whole upscaled image, as before
+    expected_y = to_uint8(restore(net, channels[..., 0], tile=24, overlap=RECEPTIVE_RADIUS) * np.float32(255))
+    chroma = to_uint8(np.float32(channels[..., 1:]) * np.float32(255))
+    np.testing.assert_array_equal(tiled, ycbcr2rgb(np.dstack([expected_y, chroma])))
+    # memory of the image pipeline alone (the net's tiles aside): the uint8 result and a tile at a time
+    monkeypatch.setattr(inference, "run_net", lambda net, tile: tile.astype(np.float32))
+    image = np.random.default_rng(4).integers(0, 256, (240, 200, 3), dtype=np.uint8)
+    tracemalloc.start()
+    out = restore_image(net, image, "sr", 4, tile=30, overlap=RECEPTIVE_RADIUS)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    upscaled_in_double = out.size * 8  # what upscaling the whole image first held: 18.4 MB
+    assert peak < upscaled_in_double / 2, peak
+
+
+def test_restore_refuses_an_output_above_the_pixel_limit(net, monkeypatch):
+    monkeypatch.setenv("MEMNET_MAX_PIXELS", str(100 * 100))
+    image = np.zeros((40, 40), np.uint8)
+    assert restore_image(net, image, "denoise").shape == (40, 40)
+    with pytest.raises(ImageTooLarge, match=r"the restored image \(x3 of 40 x 40\) is 120 x 120 = 14,400 pixels, more "
+                                            r"than the limit of 10,000 \(set MEMNET_MAX_PIXELS to allow more\)"):
+        restore_image(net, image, "sr", 3)

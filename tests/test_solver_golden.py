@@ -8,6 +8,7 @@ import pytest
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, shared_golden
 from memnet_engine.core.gradcheck import scaled_error
+from memnet_engine.core.integrity import unseal
 from memnet_engine.core.solver.state import write_solver_state
 
 TOL = 1e-4
@@ -62,7 +63,10 @@ def check_against_caffe(folder, case, tmp_path, monkeypatch):
     assert (ours.iter, ours.learned_net, ours.current_step) == \
         (ref_state.iter, ref_state.learned_net, ref_state.current_step)
     assert [tuple(h.shape.dim) for h in ours.history] == [tuple(h.shape.dim) for h in ref_state.history]
-    assert os.path.getsize(tmp_path / path) == os.path.getsize(folder / f"{name}_iter_{iters}.solverstate")
+    # byte for byte Caffe's size, after the integrity field that leads our files (Caffe skips it)
+    sealed = unseal((tmp_path / path).read_bytes())
+    assert sealed.sealed and sealed.intact
+    assert len(sealed.body) == os.path.getsize(folder / f"{name}_iter_{iters}.solverstate")
     return solver
 
 
@@ -100,12 +104,14 @@ def test_m2r2_first_step_blobs_match_caffe_and_intermediates_are_freed(monkeypat
 
 
 def test_solverstate_bytes_equal_caffes_for_the_same_values(tmp_path):
-    """Writing Caffe's own values through our writer reproduces Caffe's file byte for byte."""
+    """Writing Caffe's own values through our writer reproduces Caffe's file byte for byte (after the leading
+    integrity field)."""
     path = GOLDEN_FIXTURES / f"{M2R2}_iter_4.solverstate"
     ref = caffe_state(path)
     ours = tmp_path / "s.solverstate"
     write_solver_state(str(ours), ref.iter, ref.learned_net, ref.current_step, history_of(ref))
-    assert ours.read_bytes() == path.read_bytes()
+    sealed = unseal(ours.read_bytes())
+    assert sealed.sealed and sealed.intact and bytes(sealed.body) == path.read_bytes()
 
 
 def test_restore_reads_caffes_solverstate(monkeypatch):

@@ -3,10 +3,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import memnet_engine as me
 from conftest import FIXTURES, REPO
+from memnet_engine.core.solver.state import read_solver_state
+from memnet_engine.core.weights import array_to_blob_proto
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
 
@@ -100,3 +103,79 @@ def test_restore_rejects_a_state_for_another_net(tmp_path, monkeypatch):
     (tmp_path / "bad.solverstate").write_bytes(b"\xff\xff\xff")
     with pytest.raises(me.WeightsError, match="truncated or corrupt"):
         solver.restore("bad.solverstate")
+
+
+def snapshot_at(tmp_path, iterations=2):
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot_prefix = str(tmp_path / "tiny")
+    solver.step(iterations)
+    return solver.snapshot()
+
+
+def rewrite_state(path, edit) -> str:
+    state = read_solver_state(path)
+    edit(state)
+    with open(path, "wb") as f:  # as another tool would write it: no integrity field
+        f.write(state.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: setattr(s, "iter", -3), r"negative iteration \(-3\) or lr step"),
+    (lambda s: setattr(s, "current_step", -1), "negative iteration"),
+    (lambda s: setattr(s, "iter", 2**31 - 1), "is at iteration 2147483647, past the solver's max_iter 8"),
+])
+def test_a_solverstate_with_impossible_counters_is_refused(tmp_path, monkeypatch, edit, message):
+    monkeypatch.chdir(SOLVER.parent)
+    path = rewrite_state(snapshot_at(tmp_path), edit)
+    with pytest.raises(me.WeightsError, match=message):
+        me.SGDSolver(str(SOLVER)).restore(path)
+
+
+def test_a_solverstate_naming_a_non_utf8_weights_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(SOLVER.parent)
+    path = snapshot_at(tmp_path)
+    body = read_solver_state(path)
+    body.ClearField("learned_net")
+    with open(path, "wb") as f:
+        f.write(body.SerializeToString() + b"\x12\x03\xff\xfe\x80")  # learned_net = 3 bytes of invalid UTF-8
+    with pytest.raises(me.WeightsError, match=r"weights file name b'\\xff\\xfe\\x80' is not UTF-8 text"):
+        me.SGDSolver(str(SOLVER)).restore(path)
+
+
+def test_a_solverstate_whose_weights_are_another_nets_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(SOLVER.parent)
+    other = me.caffe_pb2.NetParameter(name="other")
+    array_to_blob_proto(np.ones((2, 3), np.float32), other.layer.add(name="fc9", type="InnerProduct").blobs.add())
+    (tmp_path / "other.caffemodel").write_bytes(other.SerializeToString())
+    path = rewrite_state(snapshot_at(tmp_path), lambda s: setattr(s, "learned_net", str(tmp_path / "other.caffemodel")))
+    solver = me.SGDSolver(str(SOLVER))
+    before = [p.blob.data.copy() for p in solver.net.learnable_params]
+    with pytest.raises(me.WeightsError,
+                       match=r"other.caffemodel \(net 'other', 1 layers with weights\) has no layer of net 'tiny'"):
+        solver.restore(path)
+    assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, solver.net.learnable_params))
+    partial = me.caffe_pb2.NetParameter()  # the right net's weights, but not all of them
+    partial.ParseFromString((tmp_path / "tiny_iter_2.caffemodel").read_bytes())
+    del partial.layer[max(i for i, layer in enumerate(partial.layer) if layer.blobs)]
+    (tmp_path / "partial.caffemodel").write_bytes(partial.SerializeToString())
+    rewrite_state(path, lambda s: setattr(s, "learned_net", str(tmp_path / "partial.caffemodel")))
+    with pytest.raises(me.WeightsError, match=r"partial.caffemodel has no weights for 1 layer\(s\) of net 'tiny'"):
+        solver.restore(path)
+
+
+def test_replaying_a_billion_iterations_reads_row_counts_not_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(SOLVER.parent)
+    solver = me.SGDSolver(str(SOLVER))
+    reads = []
+    for net in [solver.net] + solver.test_nets:
+        layer = net.layer_dict["data"]
+        layer.shuffle = False  # unshuffled: whole passes over the files are skipped at once
+        real_h5 = layer._h5
+        monkeypatch.setattr(layer, "_h5", lambda path, read, real_h5=real_h5: reads.append(read) or real_h5(path, read))
+    layer = solver.net.layer_dict["data"]
+    position = (layer.current_file, layer.current_row)
+    solver.replay_data(10**9)  # 3e9 rows: a loop over rows, or over passes reading the files, would not end
+    assert reads and all(getattr(read, "__func__", None) is type(layer)._read_shapes for read in reads)  # no data
+    rows = sum(layer._shapes(path)[0][0] for path in layer.files)
+    assert (layer.current_file, layer.current_row) != position or (10**9 * layer.batch_size) % rows == 0

@@ -9,6 +9,7 @@ import pytest
 import memnet_engine as me
 from conftest import FIXTURES, REPO, interrupt_after
 from memnet_engine.core.solver import TrainingDiverged
+from memnet_engine.core.solver.signals import deferred_signals
 from memnet_engine.memnet.models import MemNetConfig, memnet_train_net
 
 SOLVER = FIXTURES / "solver" / "tiny_solver.prototxt"
@@ -161,3 +162,54 @@ def test_infinite_gradient_norm_stops_before_the_update(tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match=r"iteration 0: the gradient norm is inf"):
         solver.step(1)
     assert all(np.array_equal(b, p.blob.data) for b, p in zip(before, learned))
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+def test_sigterm_and_sigusr1_snapshot_and_stop_like_ctrl_c(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0
+    solver.iteration_hooks.append(lambda s: signal.raise_signal(getattr(signal, name)) if s.iteration == 2 else None)
+    solver.solve()
+    assert solver.requested_early_exit and solver.iter == 2 and solver.stop_signal == name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_iter_2.caffemodel", "tiny_iter_2.solverstate"]
+    assert solver.last_snapshot == "tiny_iter_2.solverstate"
+
+
+def test_signal_effects_are_configurable_and_a_second_stop_aborts_naming_the_signal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot, solver.param.max_iter = 0, 4
+    solver.signal_effects.update(SIGTERM="none", SIGUSR1="snapshot")
+    solver.iteration_hooks.append(lambda s: signal.raise_signal(signal.SIGTERM if s.iteration == 1 else signal.SIGUSR1)
+                                  if s.iteration in (1, 2) else None)
+    solver.solve()
+    assert solver.iter == 4 and not solver.requested_early_exit  # TERM ignored, USR1 snapshotted, the run went on
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny_iter_{i}.{e}" for i in (2, 4)
+                                                          for e in ("caffemodel", "solverstate")]
+    solver = me.SGDSolver(str(SOLVER))
+    solver.param.snapshot = 0
+    solver.iteration_hooks.append(lambda s: [signal.raise_signal(signal.SIGTERM) for _ in range(2)])
+    with pytest.raises(KeyboardInterrupt) as aborted:
+        solver.solve()
+    assert aborted.value.args == ("SIGTERM",)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_deferred_signals_act_after_the_block_as_the_handlers_before_would():
+    steps = []
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("the block went on")
+    assert steps == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: steps.append(signal.Signals(signum).name))
+    try:
+        with deferred_signals():
+            signal.raise_signal(signal.SIGHUP)
+            steps.append("held")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert steps[1:] == ["held", "SIGHUP"]

@@ -12,6 +12,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import FIXTURES, GOLDEN_FIXTURES, REPO, interrupt_after
+from memnet_engine.core.solver.state import read_solver_state
 
 TOOL = REPO / "tools" / "train.py"
 GOLDEN_SOLVER = GOLDEN_FIXTURES / "memnet_m2r2_c8_solver.prototxt"
@@ -204,8 +205,7 @@ def test_resume_with_snapshot_flag_continues_exactly(tmp_path):
     assert (split / "tiny_iter_6.caffemodel").read_bytes() == (straight / "tiny_iter_6.caffemodel").read_bytes()
     states = []
     for folder in (split, straight):
-        state = me.caffe_pb2.SolverState()
-        state.ParseFromString((folder / "tiny_iter_6.solverstate").read_bytes())
+        state = read_solver_state(str(folder / "tiny_iter_6.solverstate"))  # (its integrity field checked and dropped)
         assert state.learned_net == str(folder / "tiny_iter_6.caffemodel")
         state.ClearField("learned_net")
         states.append(state.SerializeToString())
@@ -223,8 +223,8 @@ def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
     returncode, _, err = interrupt_after([sys.executable, str(TOOL), str(TINY_SOLVER), "--out", str(out),
                                           "--max-iter", "100000", "--snapshot-every", "0"], "] Iteration 3 (",
                                          "stderr", cwd=tmp_path, env=env)
-    assert returncode == 0, err
-    stopped = re.search(r"stopped at iteration (\d+); resume with: --snapshot (\S+)", err)
+    assert returncode == 75, err  # EX_TEMPFAIL: stopped by a signal after a snapshot
+    stopped = re.search(r"stopped by SIGINT at iteration (\d+) after a snapshot; resume with: --snapshot (\S+)", err)
     assert stopped and 3 <= int(stopped.group(1)) < 100000
     assert os.path.isfile(stopped.group(2)) and (out / "loss_curve.png").is_file()
     assert "Optimization stopped early." in (out / "train.log").read_text()
@@ -328,7 +328,7 @@ def test_ctrl_c_skips_the_preview(tmp_path):
     returncode, _, err = interrupt_after([sys.executable, str(TOOL), str(GOLDEN_SOLVER), "--out", str(out),
                                           "--max-iter", "100000", "--display", "1", "--preview"],
                                          "] Iteration 2 (", "stderr", cwd=tmp_path, env=env)
-    assert returncode == 0, err
+    assert returncode == 75, err
     assert "Stopped early: skipping the preview" in err and "Restoring a held-out photo" not in err
     assert not (out / "preview_sr_x3.png").exists()
 
@@ -350,3 +350,24 @@ def test_eta_leaves_out_start_up_and_the_first_iteration(monkeypatch):
 def test_loss_curve_title_says_what_is_summed():
     net = me.Net(str(GOLDEN_NET), phase=me.TRAIN, weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"))
     assert load_tool().loss_description(net) == "sum of the 3 supervised losses: loss_01, loss_02, loss_3"
+
+
+def test_the_loss_curve_is_redrawn_at_most_every_plot_every_seconds(tmp_path, monkeypatch):
+    tool = load_tool()
+    monkeypatch.chdir(FIXTURES / "solver")
+    solver = me.SGDSolver(str(TINY_SOLVER))
+    (tmp_path / "train.log").write_text("I0101 00:00:00.000000 1 solver.py:1] Iteration 0 (1 iter/s, 1s/1 iters), "
+                                        "loss = 5\n")
+    clock = [100.0]
+    monkeypatch.setattr(tool.time, "monotonic", lambda: clock[0])
+    solver.iter = 1  # resumed at iteration 1: the curve starts from the log's history
+    progress = tool.Progress(solver, str(tmp_path), plot_every=60)
+    drawn = []
+    monkeypatch.setattr(progress.curve, "save_png", lambda *args, **kwargs: drawn.append(clock[0]))
+    for step in range(1, 11):
+        clock[0] = 100.0 + 20 * step  # an iteration every 20 s, a snapshot at each
+        solver.snapshot_hooks and [hook("m", "s") for hook in solver.snapshot_hooks]
+        progress.on_iteration(me.core.solver.IterationStats(step + 1, 1.0, 1.0, 0.1))
+    progress.close()
+    assert drawn == [160.0, 220.0, 280.0]  # not at every snapshot: every 60 s at most
+    assert progress.curve.points[0] == (0.0, 5.0) and len(progress.curve.points) == 11  # the logged history first

@@ -1,11 +1,16 @@
 """Reading and writing .caffemodel files: round trip, Caffe's byte layout, and clear errors."""
 import os
+import re
+import warnings
 
 import numpy as np
 import pytest
 
 import memnet_engine as me
+from memnet_engine.core import memory
+from memnet_engine.core.errors import NonFiniteWeights
 from memnet_engine.core.proto import caffe_pb2 as pb
+from memnet_engine.core.weights import array_to_blob_proto, copy_weights_from_file
 from conftest import GOLDEN_FIXTURES
 
 DEPLOY = str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt")
@@ -88,3 +93,93 @@ def test_missing_file_and_non_model_are_clear(tmp_path):
     (tmp_path / "empty.caffemodel").write_bytes(b"")
     with pytest.raises(me.WeightsError, match="holds no layers"):
         net.copy_from(str(tmp_path / "empty.caffemodel"))
+
+
+def other_net_model(path):
+    """A caffemodel of a net sharing no layer name with the golden deploy net."""
+    model = pb.NetParameter(name="other_net")
+    array_to_blob_proto(np.ones((4, 3), np.float32), model.layer.add(name="fc9", type="InnerProduct").blobs.add())
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+def test_weights_of_another_net_are_an_error_naming_both_nets(tmp_path):
+    path = other_net_model(tmp_path / "other.caffemodel")
+    message = r"other.caffemodel \(net 'other_net', 1 layers with weights\) has no layer of net 'memnet_m2r2_c8'"
+    with pytest.raises(me.WeightsError, match=message):
+        me.Net(DEPLOY, phase=me.TEST, weights=path)
+    net = me.Net(DEPLOY, phase=me.TEST)
+    with pytest.raises(me.WeightsError, match=message):
+        net.copy_from(path)
+
+
+def test_a_partial_match_is_reported_and_can_be_required_complete(tmp_path, caplog):
+    model = pb.NetParameter.FromString(open(WEIGHTS, "rb").read())
+    kept = [layer.name for layer in model.layer if layer.blobs][:2]
+    for i in reversed(range(len(model.layer))):
+        if model.layer[i].blobs and model.layer[i].name not in kept:
+            del model.layer[i]
+    (tmp_path / "part.caffemodel").write_bytes(model.SerializeToString())
+    net = me.Net(DEPLOY, phase=me.TEST)
+    with caplog.at_level("INFO", logger="memnet_engine"):
+        copied = copy_weights_from_file(net, str(tmp_path / "part.caffemodel"))
+    assert copied == kept
+    missing = [name for name in net.params if name not in kept]
+    assert re.search(rf"Copied \d+ blobs of 2 layers from \S+part.caffemodel; {len(missing)} layers of net "
+                     rf"'memnet_m2r2_c8' are not in it and keep their initial values: {missing[0]}, ", caplog.text)
+    with pytest.raises(me.WeightsError, match=rf"has no weights for {len(missing)} layer\(s\) of net 'memnet_m2r2_c8'"):
+        copy_weights_from_file(net, str(tmp_path / "part.caffemodel"), require_all=True)
+
+
+def test_nan_weights_warn_naming_the_layer_and_are_an_error_when_strict(tmp_path):
+    model = pb.NetParameter.FromString(open(WEIGHTS, "rb").read())
+    conv = next(layer for layer in model.layer if layer.name == "conv_transition_02")
+    conv.blobs[1].data[0] = float("nan")
+    (tmp_path / "nan.caffemodel").write_bytes(model.SerializeToString())
+    with pytest.warns(NonFiniteWeights, match=r"nan.caffemodel: NaN or infinite weights in layer\(s\) "
+                                              r"conv_transition_02$"):
+        me.Net(DEPLOY, phase=me.TEST, weights=str(tmp_path / "nan.caffemodel"))
+    net = me.Net(DEPLOY, phase=me.TEST)
+    before = all_params(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteWeights)
+        with pytest.raises(me.WeightsError, match="NaN or infinite weights in layer"):
+            net.copy_from(str(tmp_path / "nan.caffemodel"))
+    for key, value in all_params(net).items():  # nothing was copied
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_not_read_as_weights():
+    with pytest.raises(me.WeightsError, match="/dev/zero: not a regular file"):
+        me.Net(DEPLOY, phase=me.TEST).copy_from("/dev/zero")
+
+
+def test_sizes_are_checked_before_reading(tmp_path, monkeypatch):
+    net = me.Net(DEPLOY, phase=me.TEST)
+    monkeypatch.setattr(memory, "memory_limit", lambda device="cpu": (1000, "memory of this machine (RAM + swap)"))
+    with pytest.raises(me.WeightsError, match=r"reading \S+iter_4.caffemodel \(.*\) needs .* bytes\), more than the "
+                                              r"1000 bytes of memory of this machine"):
+        net.copy_from(WEIGHTS)
+
+
+def test_a_blob_shape_overflowing_int64_is_a_clear_error(tmp_path):
+    model = pb.NetParameter.FromString(open(WEIGHTS, "rb").read())
+    conv = next(layer for layer in model.layer if layer.name == "conv_transition_02")
+    del conv.blobs[0].shape.dim[:]
+    conv.blobs[0].shape.dim.extend([2**32, 2**32, 1, 1])  # wraps to 0 in int64 arithmetic
+    del conv.blobs[0].data[:]
+    (tmp_path / "huge.caffemodel").write_bytes(model.SerializeToString())
+    arrays = pytest.importorskip("memnet_engine.core.convert")
+    with pytest.raises(me.WeightsError, match=r"blob of shape \(4294967296, 4294967296, 1, 1\) holds 0 data values"):
+        arrays.read_arrays(str(tmp_path / "huge.caffemodel"))
+
+
+def test_a_file_name_with_a_nul_byte_is_a_clear_error(tmp_path):
+    """Names read from damaged files (a solver's net or weights) can hold a NUL, which open() refuses."""
+    with pytest.raises(me.WeightsError, match="cannot read .caffemodel: embedded null byte"):
+        me.Net(DEPLOY, phase=me.TEST).copy_from(str(tmp_path / "w\0.caffemodel"))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "tiny\\0net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    with pytest.raises(me.PrototxtError, match="cannot read: embedded null byte"):
+        me.SGDSolver(str(solver))

@@ -20,7 +20,7 @@ from ..core.errors import MemnetError, WeightsError
 from ..core.net import TEST, Net
 from ..core.onnx_export import OPSET, export_onnx
 from ..core.prototxt import read_net_param
-from ..core.weights import copy_weights, write_binary_atomic
+from ..core.weights import copy_weights, require_all_filled, write_binary_atomic
 from .help_format import PlainHelpFormatter
 
 INPUTS = (".caffemodel", ".npz")
@@ -75,11 +75,7 @@ def convert(args: argparse.Namespace) -> str:
 def write_onnx(arrays, args: argparse.Namespace) -> str:
     """The deploy net ``--net`` with every parameter from ``arrays``, exported to ONNX."""
     net = Net(args.net, phase=TEST)
-    loaded = set(copy_weights(net, caffemodel_from_arrays(arrays, args.input), args.input))
-    missing = [name for name in net.params if name not in loaded]
-    if missing:
-        raise WeightsError(f"{args.input} has no weights for {len(missing)} layer(s) of net '{net.name}' (first: "
-                           f"'{missing[0]}'); is it the right --net?")
+    require_all_filled(net, copy_weights(net, caffemodel_from_arrays(arrays, args.input), args.input), args.input)
     model = export_onnx(net, args.output)
     return (f"wrote {args.output}: ONNX opset {OPSET}, {len(model.graph.node)} nodes, input(s) "
             f"{', '.join(net.inputs)} -> output(s) {', '.join(net.outputs)} (dynamic batch, height and width)")

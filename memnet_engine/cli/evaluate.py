@@ -31,7 +31,7 @@ from ..memnet.imageops import list_images, read_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore
 from ..memnet.scoring import protocol_scores
 from .help_format import PlainHelpFormatter
-from .model_loading import add_device_option, load_deploy_net
+from .model_loading import add_device_option, add_strict_option, load_deploy_net
 
 BASELINES = {"sr": "bicubic", "denoise": "noisy", "jpeg": "jpeg"}
 TILES = {"sr": DEFAULT_TILE, "denoise": 120, "jpeg": DEFAULT_TILE}  # thresh_hei of the MATLAB scripts
@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", help="deploy .prototxt (method memnet)")
     p.add_argument("--weights", help="trained .caffemodel (method memnet)")
     add_device_option(p)
+    add_strict_option(p)
     p.add_argument("--tile", type=int, help="tile core size for memnet; 0 = whole image "
                                             "(default 150, 120 for denoise, as the MATLAB scripts)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
@@ -71,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace, paths: list[str]) -> list[dict]:
     net = None
     if args.method == "memnet":
-        net = load_deploy_net(args.model, args.weights, args.device)
+        net = load_deploy_net(args.model, args.weights, args.device, args.strict)
     rows = []
     for path in tqdm(paths, desc=f"{args.task} {args.method}", unit="img", file=sys.stderr):
         try:
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
     try:
         check_level(args.task, args.level)
         rows = evaluate(args, list_images(args.dataset))
-    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. a CUDA failure
+    # RuntimeError: e.g. a CUDA failure; MemoryError: a --tile too big for this machine
+    except (MemnetError, ValueError, RuntimeError, MemoryError) as ex:
         print(f"evaluate: error: {ex}", file=sys.stderr)
         return 1
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 
 from google.protobuf.message import DecodeError
 
 from ..core.backend import GPU, parse_device
-from ..core.errors import MemnetError, NetError, WeightsError
+from ..core.errors import MemnetError, NetError, NonFiniteWeights, WeightsError
 from ..core.net import TEST, Net
 from ..core.net_param import filter_net
 from ..core.proto import caffe_pb2 as pb
 from ..core.prototxt import read_net_param
+from ..core.weights import copy_weights_from_file
 
 DATA_LAYER_TYPES = ("HDF5Data", "Data", "ImageData", "MemoryData", "WindowData", "DummyData")
 GPU_INSTALL = "pip install -e '.[gpu]' (CUDA 12) or -e '.[gpu-cuda13]' (CUDA 13)"
@@ -77,9 +80,21 @@ def check_weights(path: str) -> None:
                        f"use the .caffemodel written next to it: --weights {model}")
 
 
-def load_deploy_net(model: str, weights: str, device: str) -> Net:
-    """The deploy net ``model`` with ``weights`` on ``device``, for restoring images."""
+def add_strict_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="NaN or infinite values in the weights are an error, not a warning")
+
+
+def load_deploy_net(model: str, weights: str, device: str, strict: bool = False) -> Net:
+    """The deploy net ``model`` with ``weights`` on ``device``, for restoring images: every layer with
+    parameters must be filled from ``weights``; NaN or infinite weights are a warning (``strict``: an error)."""
     check_device(device)
     check_weights(weights)
     check_deploy_net(model)
-    return Net(model, TEST, weights=weights, device=device)
+    net = Net(model, TEST, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error" if strict else "always", NonFiniteWeights)
+        copy_weights_from_file(net, weights, require_all=True)
+    for warning in caught:
+        print(f"warning: {warning.message} (--strict makes this an error)", file=sys.stderr)
+    return net

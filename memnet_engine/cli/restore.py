@@ -21,7 +21,7 @@ from ..core.errors import MemnetError
 from ..memnet.imageops import read_image, write_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore_image
 from .help_format import PlainHelpFormatter
-from .model_loading import add_device_option, load_deploy_net
+from .model_loading import add_device_option, add_strict_option, load_deploy_net
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="image to restore (gray or RGB)")
     p.add_argument("--output", required=True, help="where to write the result (format from the extension)")
     add_device_option(p)
+    add_strict_option(p)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help="tile core size in pixels; 0 = whole image at once (default %(default)s)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
@@ -68,10 +69,11 @@ def main(argv=None) -> int:
     try:
         scale = int(check_level("sr", args.scale)) if args.task == "sr" else 1
         image = read_image(args.input)
-        net = load_deploy_net(args.model, args.weights, args.device)
+        net = load_deploy_net(args.model, args.weights, args.device, args.strict)
         result = restore_image(net, image, args.task, scale, args.tile, args.overlap, on_tile=progress)
         write_image(args.output, result)
-    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. a CUDA failure
+    # RuntimeError: e.g. a CUDA failure; MemoryError: a --tile too big for this machine
+    except (MemnetError, ValueError, RuntimeError, MemoryError) as ex:
         progress.close()
         print(f"restore: error: {ex}", file=sys.stderr)
         return 1

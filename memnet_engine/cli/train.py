@@ -13,17 +13,22 @@ the solver-setting flags override them (and a solver file's settings).  A solver
 clip_gradients keeps BVLC Caffe's meaning (a fixed threshold on the global gradient norm);
 --adjustable-clip gives the release's (clip_gradients / current lr), as its patched Caffe did.
 
-Snapshots (``<prefix>_iter_N.caffemodel`` / ``.solverstate``), ``train.log`` (Caffe's glog format,
-readable by Caffe's tools/extra/parse_log.py) and ``loss_curve.png`` go to ``--out``.
-Ctrl-C snapshots and stops; resume with ``--snapshot``.
+Snapshots (``<prefix>_iter_N.caffemodel`` / ``.solverstate``, written as pairs), ``train.log`` (Caffe's
+glog format, readable by Caffe's tools/extra/parse_log.py; a resumed run appends to it) and
+``loss_curve.png`` (the whole history, redrawn at most every --plot-every seconds) go to ``--out``.
+Ctrl-C, SIGTERM and SIGUSR1 snapshot and stop (exit code 75), SIGHUP snapshots (--sig*-effect);
+a second stopping signal aborts (exit code 128 + the signal); resume with ``--snapshot``.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
+import signal
 import sys
 import time
+import warnings
 from collections import deque
 
 import numpy as np
@@ -38,17 +43,22 @@ from ..memnet.preview import write_sr_preview
 from ..core.prototxt import read_net_param, read_text_file, to_text
 from ..core.distributed import DataParallel, World, WeightsDrifted, launched_world
 from ..core.distributed.comm import Communicator
+from ..core.atomic import remove_stale_temps
+from ..core.errors import NonFiniteWeights
 from ..core.solver import IterationStats, TrainingDiverged, read_solver
+from ..core.solver.signals import DEFAULT_EFFECTS, EFFECTS, deferred_signals
+from ..core.solver.snapshot import SnapshotError, recover, snapshot_iterations
 from ..core.solver.state import read_solver_state
 from .help_format import PlainHelpFormatter
 from .model_loading import gpu_available
-from .training_log import GlogFormatter, LossCurve, read_logged_losses
+from .training_log import GlogFormatter, LossCurve, load_matplotlib, read_logged_losses
 
 pb = me.caffe_pb2
 log = logging.getLogger("memnet_engine.train")
 LOGGERS = ("memnet_engine", "py.warnings")  # what the console and train.log show
 
 NET_FIELDS = {"net": "net_param", "train_net": "train_net_param"}
+EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL: stopped by a signal after a snapshot; resume with --snapshot
 OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weight_decay", "lr_policy": "lr_policy",
              "gamma": "gamma", "stepsize": "stepsize", "clip_gradients": "clip_gradients",
              "adjustable_clip": "adjustable_clip", "snapshot_every": "snapshot", "display": "display",
@@ -103,12 +113,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     solver.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations (10000)")
     solver.add_argument("--display", type=int, metavar="N", help="log the loss every N iterations (10000)")
     solver.add_argument("--seed", type=int, help="random seed for weight fillers and data shuffling")
+    runs = ap.add_argument_group("preemption, snapshots and checks")
+    for name, effect in DEFAULT_EFFECTS.items():
+        caffe = [f"-{name.lower()}_effect"] if name in ("SIGINT", "SIGHUP") else []  # caffe train's spelling works too
+        runs.add_argument(f"--{name.lower()}-effect", *caffe, choices=EFFECTS, default=effect,
+                          metavar="|".join(EFFECTS),
+                          help=f"what {name} does: snapshot and stop after the current iteration, snapshot and go on, "
+                               f"or nothing (default {effect})")
+    runs.add_argument("--keep-snapshots", type=int, default=0, metavar="N",
+                      help="keep only the newest N snapshot pairs (default 0: keep all, as Caffe)")
+    runs.add_argument("--plot-every", type=float, default=60.0, metavar="SECONDS",
+                      help="redraw loss_curve.png at most this often (default %(default)s; it is always drawn at "
+                           "the end)")
+    runs.add_argument("--strict", action="store_true",
+                      help="NaN or infinite values in loaded weights (--weights, --snapshot) are an error, not a "
+                           "warning")
     args = ap.parse_args(argv)
     if bool(args.model) == bool(args.solver):
         ap.error("give one SOLVER_OR_NET.prototxt (positional or --solver)")
     if args.weights and args.snapshot:
         ap.error("give --snapshot to resume or --weights to fine-tune, not both")
-    for name in ("batch_size", "max_iter", "stepsize", "snapshot_every", "display"):
+    for name in ("batch_size", "max_iter", "stepsize", "snapshot_every", "display", "keep_snapshots"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "batch_size" else 0):
             ap.error(f"--{name.replace('_', '-')} must not be {'< 1' if name == 'batch_size' else 'negative'}")
@@ -356,30 +381,77 @@ def loss_description(net: me.Net) -> str:
 
 
 class Progress:
-    """A tqdm bar (loss, lr, it/s, ETA) fed by the solver's hooks, and the loss curve redrawn at each snapshot."""
+    """A tqdm bar (loss, lr, it/s, ETA) fed by the solver's hooks, and the loss curve of the whole run (the
+    display lines train.log holds from before a resume, then every iteration), redrawn at most every
+    ``plot_every`` seconds and at the end."""
 
-    def __init__(self, solver: me.SGDSolver, out: str):
+    def __init__(self, solver: me.SGDSolver, out: str, plot_every: float = 60.0):
         self.solver, self.png = solver, os.path.join(out, "loss_curve.png")
         self.title = f"{solver.net.name}: training loss\n= {loss_description(solver.net)}"
         self.curve = LossCurve()
         for iteration, loss in read_logged_losses(os.path.join(out, "train.log"), before=solver.iter):
             self.curve.add(iteration, loss)
+        load_matplotlib()  # now, not at the first drawing, where a second Ctrl-C could break its import
+        self.plot_every, self.drawn_at = plot_every, time.monotonic()
         self.bar = IterationBar(total=solver.param.max_iter, initial=solver.iter, desc=solver.net.name or "train",
                                 unit="it", dynamic_ncols=True, file=sys.stderr)
         self.bar.set_postfix_str("first iteration running (slower than the next ones)")
         solver.iteration_hooks.append(self.on_iteration)
-        solver.snapshot_hooks.append(lambda model, state: self.draw())
 
     def on_iteration(self, stats: IterationStats) -> None:
         self.curve.add(stats.iteration - 1, stats.loss)
         self.bar.set_postfix(loss=f"{stats.smoothed_loss:.4g}", lr=f"{stats.lr:.3g}", refresh=False)
         self.bar.update(1)
+        if time.monotonic() - self.drawn_at >= self.plot_every:
+            self.draw()
 
     def draw(self) -> None:
-        self.curve.save_png(self.png, self.title, ylabel="loss")
+        """Redraw loss_curve.png; a failed write (a full disk) is a warning: the plot can be redrawn later."""
+        try:
+            with deferred_signals():  # a second Ctrl-C aborts after the drawing, not inside matplotlib
+                self.curve.save_png(self.png, self.title, ylabel="loss")
+        except OSError as ex:
+            log.warning("cannot write %s: %s", self.png, ex.strerror or ex)
+        self.drawn_at = time.monotonic()
 
     def close(self) -> None:
         self.bar.close()
+
+
+class LogFile(logging.FileHandler):
+    """train.log, appended to.  The first failed write (a full disk) is kept in ``error`` and calls
+    ``on_error`` (the solver's request to snapshot and stop); later records are dropped, instead of
+    logging's traceback for every one."""
+
+    def __init__(self, path: str):
+        super().__init__(path, encoding="utf-8")
+        self.error: "BaseException | None" = None
+        self.on_error = lambda: None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.error is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.error is None:
+            self.error = sys.exc_info()[1]
+            self.on_error()
+
+    def failure(self) -> "str | None":
+        """What went wrong writing the log, if anything did."""
+        if self.error is None:
+            return None
+        return f"cannot write {self.baseFilename}: {getattr(self.error, 'strerror', None) or self.error}"
+
+
+def folder_name(name: str) -> str:
+    """``name`` (a net name or snapshot prefix from a file) as one path component: path separators and control
+    characters become '_' and leading dots are dropped, so that '../../x' or '/abs/dir' stay inside --out and
+    runs/."""
+    safe = re.sub(r"[/\\:\x00-\x1f]", "_", name).lstrip(". ")
+    if safe != name:
+        log.warning("'%s' (from the net or solver file) is not a folder or file name: using '%s'", name, safe or "net")
+    return safe or "net"
 
 
 def write_preview(net: me.Net, out: str) -> None:
@@ -411,19 +483,25 @@ def check_resume_target(param: pb.SolverParameter, snapshot: str, max_iter_flag:
 
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
+    """Run tools/train.py; returns the exit code (0 done, 75 stopped by a signal after a snapshot, 1 error,
+    128 + N aborted by signal N); the failure message is printed here and written to train.log."""
     world = launched_world()
     if args.distributed and not world.distributed:
         world = mpi_world()
     handlers = [add_log_handler(TqdmHandler(), quiet=not world.is_root)]
-    coordinator = None
+    coordinator = solver = log_file = None
+    prefix = ""
     try:
         param, uses_default = build_solver_param(args)
-        net_name = param.net_param.name or param.train_net_param.name or "net"
+        net_name = folder_name(param.net_param.name or param.train_net_param.name or "net")
         out = args.out or os.path.join("runs", net_name)
-        param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
+        prefix = param.snapshot_prefix = os.path.join(out, folder_name(os.path.basename(param.snapshot_prefix))
+                                                      if os.path.basename(param.snapshot_prefix) else net_name)
         if world.is_root:
             os.makedirs(out, exist_ok=True)
-            handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
+            log_file = LogFile(os.path.join(out, "train.log"))
+            handlers.append(add_log_handler(log_file))
+            tidy_output(out, prefix)
         if args.snapshot:
             check_resume_target(param, args.snapshot, args.max_iter)
         device = choose_device(args, param, world)
@@ -435,39 +513,61 @@ def train(args: argparse.Namespace) -> int:
             coordinator = DataParallel(Communicator(world, device), check_every=args.check_weights_every)
             coordinator.share_seed(param)
         solver = me.SGDSolver(param, device=device, math=args.math)
+        solver.signal_effects = {name: getattr(args, f"{name.lower()}_effect") for name in DEFAULT_EFFECTS}
+        solver.keep_snapshots = args.keep_snapshots
         if coordinator is not None:
             coordinator.attach(solver)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             coordinator.restore(solver, args.snapshot) if coordinator else solver.restore(args.snapshot)
+            log.info("Resumed from %s at iteration %d (this log goes on from there)", args.snapshot, solver.iter)
         if not world.is_root:
             return run_follower(solver)
-        progress = Progress(solver, out)
+        log_file.on_error = solver.request_stop
+        progress = Progress(solver, out, args.plot_every)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is reported once
                 solver.solve()
-        finally:
+        except KeyboardInterrupt:  # aborted: no drawing, the exit is immediate
+            progress.close()
+            raise
+        except BaseException:
             progress.close()
             progress.draw()
-        state = os.path.join(out, f"{os.path.basename(param.snapshot_prefix)}_iter_{solver.iter}.solverstate")
+            raise
+        progress.close()
+        progress.draw()
+        if log_file.failure():
+            raise me.MemnetError(f"{log_file.failure()}: training stopped at iteration {solver.iter}"
+                                 f"{snapshot_note(prefix)}")
+        state = os.path.join(out, f"{os.path.basename(prefix)}_iter_{solver.iter}.solverstate")
         if args.preview if args.preview is not None else uses_default:
             if solver.requested_early_exit:
                 log.info("Stopped early: skipping the preview")
             else:
                 write_preview(solver.net, out)
         if solver.requested_early_exit:
-            log.info("stopped at iteration %d; resume with: --snapshot %s", solver.iter, state)
-        else:
-            log.info("done: %d iterations; snapshot %s; log %s; loss curve %s", solver.iter, state,
-                     os.path.join(out, "train.log"), progress.png)
+            how = f"by {solver.stop_signal}" if solver.stop_signal else "by a signal to another rank"
+            if solver.last_snapshot != state:  # snapshot_after_train: false
+                log.info("stopped %s at iteration %d without a snapshot (snapshot_after_train is false)", how,
+                         solver.iter)
+                return 128 + int(getattr(signal, solver.stop_signal or "SIGTERM"))
+            log.info("stopped %s at iteration %d after a snapshot; resume with: --snapshot %s", how, solver.iter, state)
+            return EXIT_STOPPED
+        log.info("done: %d iterations; snapshot %s; log %s; loss curve %s", solver.iter, state,
+                 os.path.join(out, "train.log"), progress.png)
         return 0
     except BaseException as ex:
-        if isinstance(ex, (me.MemnetError, OSError, KeyboardInterrupt)):
-            log.error("%s", failure_message(ex))  # into train.log; main prints it on the console
+        failure = outcome(ex, solver, prefix, log_file)
+        if failure is None:
+            raise  # not a user's problem: a bug, shown with its traceback
+        message, code = failure
+        log.error("%s", message)  # into train.log (the console handler leaves errors to the print below)
+        print(f"train.py: {message}", file=sys.stderr)
         if coordinator is not None and not isinstance(ex, (TrainingDiverged, WeightsDrifted)):
             log.error("rank %d failed (%s): stopping every rank", world.rank, type(ex).__name__)
             coordinator.comm.abort(1)  # the other ranks would wait for this one forever
-        raise
+        return code
     finally:
         logging.captureWarnings(False)
         for handler in handlers:
@@ -476,11 +576,52 @@ def train(args: argparse.Namespace) -> int:
             handler.close()
 
 
+def tidy_output(out: str, prefix: str) -> None:
+    """At start: complete the snapshot pair a killed run left half-written, then delete the temporary files of
+    killed writers (snapshots, loss_curve.png, previews) in ``out``."""
+    recover(prefix)
+    removed = remove_stale_temps(out)
+    if removed:
+        log.info("Removed %d temporary file(s) left in %s by a stopped run: %s", len(removed), out,
+                 ", ".join(removed[:3]) + (", ..." if len(removed) > 3 else ""))
+
+
+def snapshot_note(prefix: str) -> str:
+    """'; the newest snapshot is X (resume with --snapshot X)', or that there is none, for prefix's folder."""
+    pairs = [i for i, found in snapshot_iterations(prefix).items() if len(found) == 2] if prefix else []
+    if not pairs:
+        return "; no snapshot was written"
+    state = f"{prefix}_iter_{max(pairs)}.solverstate"
+    return f"; the newest snapshot is {state} (resume with --snapshot {state})"
+
+
+def outcome(ex: BaseException, solver, prefix: str, log_file: "LogFile | None") -> "tuple[str, int] | None":
+    """(the one line a failed run ends with, its exit code); None for an exception that is a bug."""
+    if isinstance(ex, KeyboardInterrupt):
+        name = ex.args[0] if ex.args and isinstance(ex.args[0], str) else "SIGINT"
+        code = 128 + int(getattr(signal, name, signal.SIGINT))
+        if solver is None:
+            return f"interrupted ({name}) during start-up: nothing was trained", code
+        return f"aborted ({name}) at iteration {solver.iter}{snapshot_note(prefix)}", code
+    log_failure = log_file.failure() if log_file is not None else None
+    if isinstance(ex, MemoryError):
+        message = f"error: out of memory ({type(ex).__name__} {ex}); try a smaller --batch-size"
+    elif isinstance(ex, OSError):
+        message = f"error: {ex.filename or ''}: {ex.strerror or ex}"
+    elif isinstance(ex, me.MemnetError):
+        message = f"error: {ex}{snapshot_note(prefix) if isinstance(ex, SnapshotError) else ''}"
+    else:
+        return None
+    if log_failure and log_failure not in message:
+        message = f"error: {log_failure}; then {message.removeprefix('error: ')}"
+    return message, 1
+
+
 def run_follower(solver: me.SGDSolver) -> int:
     """A rank other than 0: train in step with rank 0, which logs, draws and snapshots."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         solver.solve()
-    return 0
+    return EXIT_STOPPED if solver.requested_early_exit else 0
 
 
 def mpi_world() -> World:
@@ -489,25 +630,18 @@ def mpi_world() -> World:
     comm = mpi_module().COMM_WORLD
     local = comm.Split_type(mpi_module().COMM_TYPE_SHARED).Get_rank()
     return World(comm.Get_rank(), comm.Get_size(), local)
-def failure_message(ex: BaseException) -> str:
-    """The one line a failed run ends with (on the console and in train.log)."""
-    if isinstance(ex, KeyboardInterrupt):
-        return "aborted (no snapshot written)"
-    if isinstance(ex, OSError):
-        return f"error: {ex.filename or ''}: {ex.strerror or ex}"
-    return f"error: {ex}"
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
     try:
-        return train(args)
-    except (me.MemnetError, OSError) as ex:
-        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as ex:
-        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
-        return 130
+        args = parse_args(argv)
+        with warnings.catch_warnings():
+            if args.strict:
+                warnings.simplefilter("error", NonFiniteWeights)
+            return train(args)
+    except KeyboardInterrupt:  # before train() took over (parsing the command line)
+        print("train.py: interrupted during start-up: nothing was trained", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

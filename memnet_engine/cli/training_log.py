@@ -67,11 +67,7 @@ class LossCurve:
     def save_png(self, path: str, title: str, ylabel: str = "training loss") -> None:
         """Draw the raw losses and their moving average, on a log scale when every loss is positive;
         write the PNG atomically."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-
+        plt = load_matplotlib()
         points = np.array([p for p in self.points if math.isfinite(p[1])], dtype=np.float64).reshape(-1, 2)
         xs, ys = points[:, 0], points[:, 1]
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
@@ -97,6 +93,17 @@ class LossCurve:
                 fig.savefig(f, format="png")
         finally:
             plt.close(fig)
+
+
+def load_matplotlib():
+    """matplotlib's pyplot on the Agg backend (imported once; training imports it at start-up, so that a
+    signal never interrupts its import half-way)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:

@@ -29,15 +29,19 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Iterable
 
 import numpy as np
 
+from numpy.lib import format as npy_format
+
 from .errors import WeightsError
+from .memory import require, shape_bytes
 from .proto import caffe_pb2 as pb
 from .atomic import atomic_output
-from .weights import array_to_blob_proto, blob_proto_array, read_caffemodel
+from .weights import DOUBLE_DATA, array_to_blob_proto, blob_proto_array, read_caffemodel, set_packed
 
 Arrays = OrderedDict[str, np.ndarray]  # "<layer>/<i>" -> blob data, in layer order
 _KEY = re.compile(r"^(?P<layer>.+)/(?P<index>\d+)$")
@@ -81,23 +85,50 @@ def group_by_layer(arrays: Arrays, origin: str) -> "OrderedDict[str, list[np.nda
 
 
 def load_npz(path: str) -> Arrays:
-    """Read a Caffe-named (or any float) .npz without pickles; errors name the file and key."""
+    """Read a Caffe-named (or any float) .npz without pickles; errors name the file and key.
+
+    Each member's header is checked before its data is read: float32 or float64, and a size
+    that fits in memory (a few compressed bytes can declare gigabytes).
+    """
     arrays: Arrays = OrderedDict()
     try:
         with np.load(path, allow_pickle=False) as npz:
+            members = set(npz.zip.namelist())
             for key in npz.files:
-                array = npz[key]
-                if array.dtype not in (np.float32, np.float64):
-                    raise WeightsError(f"{path}: array '{key}' has dtype {array.dtype}; expected float32 or float64")
-                arrays[key] = array
+                _check_npy_header(npz.zip, key if key in members else key + ".npy", key, path)
+                arrays[key] = _read_member(npz, key, path)
     except OSError as ex:
         raise WeightsError(f"{path}: cannot read .npz: {ex.strerror or ex}") from None
-    except (zipfile.BadZipFile, EOFError, ValueError) as ex:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as ex:
         raise WeightsError(f"{path}: truncated or corrupt .npz (or pickled objects, which are refused): {ex}") \
             from None
     if not arrays:
         raise WeightsError(f"{path}: holds no arrays")
     return arrays
+
+
+def _check_npy_header(archive: zipfile.ZipFile, member_name: str, key: str, path: str) -> None:
+    """The dtype and size an .npz member declares, checked before it is read."""
+    with archive.open(member_name) as member:
+        try:
+            version = npy_format.read_magic(member)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+        except Exception as ex:  # an untrusted header: any parse failure is a corrupt file
+            raise WeightsError(f"{path}: array '{key}' has a corrupt .npy header ({type(ex).__name__}: {ex})") \
+                from None
+    if dtype.hasobject:
+        raise WeightsError(f"{path}: array '{key}' holds Python objects (pickled objects, which are refused)")
+    if dtype not in (np.float32, np.float64):
+        raise WeightsError(f"{path}: array '{key}' has dtype {dtype}; expected float32 or float64")
+    require(shape_bytes(shape, dtype.itemsize), f"{path}: array '{key}' of shape {shape}", error=WeightsError)
+
+
+def _read_member(npz, key: str, path: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as ex:
+        raise WeightsError(f"{path}: array '{key}' is truncated or corrupt: {ex}") from None
 
 
 def save_npz(path: str, arrays: "dict[str, np.ndarray]") -> None:
@@ -138,7 +169,7 @@ def _add_blobs(layer: pb.LayerParameter, blobs: Iterable[np.ndarray]) -> None:
         proto = layer.blobs.add()
         if array.dtype == np.float64:
             proto.shape.dim.extend(array.shape)
-            proto.double_data.extend(array.ravel().tolist())
+            set_packed(proto, DOUBLE_DATA, array)
         else:
             array_to_blob_proto(array, proto)
 

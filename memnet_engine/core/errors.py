@@ -17,5 +17,9 @@ class WeightsError(MemnetError):
     """A .caffemodel / .solverstate that cannot be read or does not fit the net."""
 
 
+class NonFiniteWeights(WeightsError, UserWarning):
+    """Weights holding NaN or infinite values: a warning naming the layers (an error with ``--strict``)."""
+
+
 class ReleasedBlobError(MemnetError):
     """A blob array read after the net freed it (its memory plan keeps only what later layers need)."""

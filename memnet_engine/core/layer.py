@@ -8,8 +8,9 @@ import numpy as np
 from . import profiler
 from .backend import CPU, GPU
 from .blob import Blob
-from .errors import NetError
+from .errors import MemnetError, NetError
 from .fillers import fill
+from .memory import require, shape_bytes
 from .proto import caffe_pb2 as pb
 
 _REGISTRY: dict[str, type["Layer"]] = {}
@@ -118,7 +119,12 @@ class Layer:
         raise NotImplementedError
 
     def new_param(self, shape: Sequence[int], filler: pb.FillerParameter) -> Blob:
-        """A parameter blob of ``shape`` on this layer's device, filled by ``filler``."""
+        """A parameter blob of ``shape`` on this layer's device, filled by ``filler`` (its size checked first:
+        the filler draws float64 values on the host)."""
+        try:
+            require(shape_bytes(shape, 8 + self.dtype.itemsize), f"a parameter of shape {tuple(shape)}")
+        except MemnetError as ex:
+            raise NetError(f"layer '{self.name}': {ex}") from None
         blob = Blob(shape, self.dtype, self.device)
         try:
             blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))

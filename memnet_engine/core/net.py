@@ -18,6 +18,7 @@ from .backend import CPU, GPU, parse_device
 from .blob import Blob
 from .errors import NetError
 from .layer import Layer, create_layer
+from .memory import NetBudget
 from .memory_plan import Schedule, run_backward, run_forward
 from .net_param import filter_net, insert_splits, upgrade_net_input
 from .param_buffer import ParamBuffer
@@ -119,6 +120,7 @@ class Net:
         self._blob_needs_backward: dict[str, bool] = {}
         self.bottom_need_backward: list[list[bool]] = []
         self.layer_need_backward: list[bool] = []
+        budget = NetBudget(self.name, self.device, self.dtype.itemsize)
         for lp in param.layer:
             layer = create_layer(lp, self.device, self.dtype, net_dir)
             bottoms, need_backward, bottom_nb = [], False, []
@@ -148,6 +150,7 @@ class Net:
                         self.inputs.append(name)
                 available[name] = None
             layer.setup(bottoms, tops)  # user mistakes raise NetError naming the layer; bugs surface as themselves
+            budget.add(layer, tops)
             need_backward |= self._append_params(layer)
             self.layers.append(layer)
             self.bottom_names.append(list(lp.bottom))

@@ -32,8 +32,8 @@ def read_text_file(path: str, message: M) -> M:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except OSError as ex:
-        raise PrototxtError(f"{path}: cannot read: {ex.strerror}") from None
+    except (OSError, ValueError) as ex:  # ValueError: a NUL byte in the name (a file name read from a damaged file)
+        raise PrototxtError(f"{path}: cannot read: {getattr(ex, 'strerror', None) or ex}") from None
     except UnicodeDecodeError:
         raise PrototxtError(f"{path}: not a text .prototxt (is it a binary .caffemodel?)") from None
     return parse_text(text, message, path)

@@ -17,7 +17,9 @@ import numpy as np
 from ..core.backend import to_numpy
 from .data.degradations import to_double
 from ..core.errors import NetError
-from .imageops import imresize, rgb2ycbcr, to_uint8, ycbcr2rgb
+from .imageops import rgb2ycbcr, to_uint8, ycbcr2rgb
+from .imageops.io import check_pixels
+from .imageops.resize import resize_plan
 
 if TYPE_CHECKING:
     from ..core.net import Net
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 DEFAULT_TILE = 150
 DEFAULT_OVERLAP = 16
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in the image): before the first tile, after each
+Region = Callable[["tuple[int, int]", "tuple[int, int]"], np.ndarray]  # (rows, cols) -> that part of an image
+Store = Callable[["tuple[int, int]", "tuple[int, int]", np.ndarray], None]  # (rows, cols, restored piece)
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -59,6 +63,21 @@ def run_net(net: "Net", image: np.ndarray) -> np.ndarray:
     return result.reshape(image.shape).astype(np.float32, copy=False)
 
 
+def restore_tiles(net: "Net", shape: tuple[int, int], source: Region, store: Store, tile: int = DEFAULT_TILE,
+                  overlap: int = DEFAULT_OVERLAP, on_tile: "TileCallback | None" = None) -> None:
+    """Restore an image of ``shape`` tile by tile: ``source(rows, cols)`` gives a tile with its context (a 2-D
+    float image on the [0, 1] scale), ``store(rows, cols, piece)`` takes the restored core of each tile."""
+    rows, cols = tile_spans(shape[0], tile, overlap), tile_spans(shape[1], tile, overlap)
+    if on_tile is not None:
+        on_tile(0, len(rows) * len(cols))
+    for i, (r0, r1, cr0, cr1) in enumerate(rows):
+        for j, (c0, c1, cc0, cc1) in enumerate(cols):
+            piece = run_net(net, np.ascontiguousarray(source((cr0, cr1), (cc0, cc1)), dtype=np.float32))
+            store((r0, r1), (c0, c1), piece[r0 - cr0:r1 - cr0, c0 - cc0:c1 - cc0])
+            if on_tile is not None:
+                on_tile(i * len(cols) + j + 1, len(rows) * len(cols))
+
+
 def restore(net: "Net", image: np.ndarray, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
             on_tile: "TileCallback | None" = None) -> np.ndarray:
     """Restore a 2-D float image (on the [0, 1] scale) with a deploy net, tile by tile."""
@@ -66,16 +85,31 @@ def restore(net: "Net", image: np.ndarray, tile: int = DEFAULT_TILE, overlap: in
     if image.ndim != 2:
         raise ValueError(f"restore: expected a 2-D image, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.float32)
-    rows, cols = tile_spans(image.shape[0], tile, overlap), tile_spans(image.shape[1], tile, overlap)
-    if on_tile is not None:
-        on_tile(0, len(rows) * len(cols))
-    for i, (r0, r1, cr0, cr1) in enumerate(rows):
-        for j, (c0, c1, cc0, cc1) in enumerate(cols):
-            piece = run_net(net, np.ascontiguousarray(image[cr0:cr1, cc0:cc1]))
-            out[r0:r1, c0:c1] = piece[r0 - cr0:r1 - cr0, c0 - cc0:c1 - cc0]
-            if on_tile is not None:
-                on_tile(i * len(cols) + j + 1, len(rows) * len(cols))
+
+    def store(rows, cols, piece):
+        out[slice(*rows), slice(*cols)] = piece
+
+    restore_tiles(net, image.shape, lambda rows, cols: image[slice(*rows), slice(*cols)], store, tile, overlap,
+                  on_tile)
     return out
+
+
+class ChannelSource:
+    """The YCbCr (or gray) planes of a uint8 image as doubles on the [0, 1] scale, bicubic-upscaled by
+    ``scale`` for SR, computed region by region from the input pixels that region needs: nothing of the
+    (upscaled) image's size is held in floating point."""
+
+    def __init__(self, image: np.ndarray, scale: int = 1):
+        self.image, self.colour = image, image.ndim == 3
+        self.plan = resize_plan(image.shape, scale) if scale != 1 else None
+        self.shape = self.plan.out_shape if self.plan else image.shape[:2]
+
+    def region(self, rows: tuple[int, int], cols: tuple[int, int], planes: slice = slice(None)) -> np.ndarray:
+        """``planes`` (Y: ``slice(0, 1)``) of rows x cols (output coordinates), H x W x planes."""
+        window = self.plan.window(rows, cols) if self.plan else (slice(*rows), slice(*cols))
+        crop = self.image[window]
+        values = to_double(rgb2ycbcr(crop) if self.colour else crop[..., None])[..., planes]
+        return self.plan.apply(values, rows, cols) if self.plan else values
 
 
 def restore_image(net: "Net", image: np.ndarray, task: str, scale: int = 1, tile: int = DEFAULT_TILE,
@@ -84,13 +118,24 @@ def restore_image(net: "Net", image: np.ndarray, task: str, scale: int = 1, tile
 
     The net runs on Y (gray images: on the image); Cb/Cr are kept, or bicubic-upscaled for SR.
     For SR the input is first bicubic-upscaled by ``scale`` (MemNet works at the output size).
+    Everything is computed tile by tile (or band by band): memory is the uint8 result and the tiles.
     """
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"restore_image: expected a uint8 gray or RGB image, got {image.dtype} {image.shape}")
-    channels = to_double(rgb2ycbcr(image) if image.ndim == 3 else image[..., None])
-    if task == "sr":
-        channels = imresize(channels, scale)
-    y = restore(net, channels[..., 0], tile, overlap, on_tile)
-    planes = [to_uint8(y * np.float32(255))]
-    planes += [to_uint8(np.float32(c) * np.float32(255)) for c in np.moveaxis(channels[..., 1:], -1, 0)]
-    return ycbcr2rgb(np.stack(planes, axis=-1)) if image.ndim == 3 else planes[0]
+    source = ChannelSource(image, scale if task == "sr" else 1)
+    check_pixels(source.shape[1], source.shape[0], f"the restored image (x{scale} of {image.shape[1]} x "
+                                                   f"{image.shape[0]})" if task == "sr" else "the restored image")
+    out = np.empty(source.shape + (3 if source.colour else 1,), np.uint8)
+
+    def store_y(rows, cols, piece):
+        out[slice(*rows), slice(*cols), 0] = to_uint8(piece * np.float32(255))
+
+    restore_tiles(net, source.shape, lambda rows, cols: source.region(rows, cols, slice(0, 1))[..., 0], store_y, tile,
+                  overlap, on_tile)
+    if not source.colour:
+        return out[..., 0]
+    for r0, r1, _, _ in tile_spans(source.shape[0], tile, 0):
+        band = (r0, r1), (0, source.shape[1])
+        out[r0:r1, :, 1:] = to_uint8(np.float32(source.region(*band, slice(1, 3))) * np.float32(255))
+        out[r0:r1] = ycbcr2rgb(out[r0:r1])
+    return out

@@ -1,4 +1,6 @@
 """HDF5Data: batches in list order, wrap-around over files, shuffling, path resolution, errors."""
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -56,3 +58,65 @@ def test_missing_dataset_and_missing_list_are_clear(tmp_path):
     (tmp_path / "n.prototxt").write_text(text)
     with pytest.raises(me.NetError, match="HDF5 source list 'nope.txt' not found .*: make one with memnet-make-data"):
         me.Net(str(tmp_path / "n.prototxt"), phase=me.TRAIN)
+
+
+def hdf5_net(tmp_path, source: str, batch: int = 1):
+    text = (f'layer {{ name: "d" type: "HDF5Data" top: "data" top: "label" hdf5_data_param {{ '
+            f'source: "{source}" batch_size: {batch} }} }}')
+    (tmp_path / "net.prototxt").write_text(text)
+    return me.Net(str(tmp_path / "net.prototxt"), phase=me.TRAIN)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_sources_must_be_regular_files(tmp_path):
+    with pytest.raises(me.NetError, match="HDF5 source list '/dev/zero' is not a regular file"):
+        hdf5_net(tmp_path, "/dev/zero")
+    (tmp_path / "list.txt").write_text("/dev/zero\n")
+    with pytest.raises(me.NetError, match=r"HDF5 file \(line 1 of \S+list.txt, not shown: not an .h5 name\) not a "
+                                          "regular file"):
+        hdf5_net(tmp_path, "list.txt")
+
+
+def test_a_corrupt_h5_is_a_net_error_naming_it(tmp_path):
+    write_h5(tmp_path / "a.h5", 0, 3)
+    raw = (tmp_path / "a.h5").read_bytes()
+    (tmp_path / "a.h5").write_bytes(raw[:len(raw) // 3])
+    (tmp_path / "list.txt").write_text("a.h5\n")
+    with pytest.raises(me.NetError, match=r"layer 'd': cannot read HDF5 file '\S+a.h5'"):
+        hdf5_net(tmp_path, "list.txt")
+
+
+def test_a_dataset_declaring_more_than_memory_is_refused_before_reading(tmp_path):
+    with h5py.File(tmp_path / "big.h5", "w") as f:  # a few KB on disk: chunks are written when filled
+        f.create_dataset("data", shape=(10**9, 1, 64, 64), dtype=np.float32, chunks=(1, 1, 64, 64))
+        f.create_dataset("label", shape=(10**9, 1), dtype=np.float32, chunks=(1, 1))
+    assert os.path.getsize(tmp_path / "big.h5") < 100_000
+    (tmp_path / "list.txt").write_text("big.h5\n")
+    with pytest.raises(me.NetError, match=r"layer 'd': reading '\S+big.h5' needs .*TiB \(16388000000000 bytes\), "
+                                          r"more than the"):
+        hdf5_net(tmp_path, "list.txt")
+
+
+def test_a_list_that_is_not_a_list_of_h5_files_is_not_echoed(tmp_path):
+    (tmp_path / "secrets.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(me.NetError) as error:
+        hdf5_net(tmp_path, "secrets.txt")
+    assert "root:x" not in str(error.value) and "not an .h5 name" in str(error.value)
+
+
+def test_skipping_matches_reading_and_reads_no_data(tmp_path, monkeypatch):
+    write_h5(tmp_path / "a.h5", 0, 3)
+    write_h5(tmp_path / "b.h5", 10, 2)
+    for shuffle in (False, True):
+        me.set_random_seed(3)
+        read = data_net(tmp_path, "a.h5\nb.h5\n", batch=2, shuffle=shuffle)
+        for _ in range(7):
+            read.forward()
+        me.set_random_seed(3)
+        skipped = data_net(tmp_path, "a.h5\nb.h5\n", batch=2, shuffle=shuffle)
+        layer = skipped.layers[0]
+        monkeypatch.setattr(layer, "_current_arrays", lambda: pytest.fail("skipping read data"))
+        layer.skip_batches(6)
+        monkeypatch.undo()
+        skipped.forward()
+        np.testing.assert_array_equal(skipped.blobs["data"].data, read.blobs["data"].data)

@@ -188,6 +188,9 @@ class ConvolutionLayer(Layer):
 
     def layer_setup(self, bottoms, tops) -> None:
         p = self.param.convolution_param
+        if tops[0] is bottoms[0]:
+            raise NetError(f"layer '{self.name}': a Convolution cannot work in place (its top is its bottom "
+                           f"'{self.param.bottom[0]}'): name its top differently")
         if p.axis != 1 or bottoms[0].num_axes != 4:
             raise NetError(f"layer '{self.name}': only 2-D convolution of (N, C, H, W) blobs on axis 1 is "
                            f"supported (bottom shape {bottoms[0].shape})")

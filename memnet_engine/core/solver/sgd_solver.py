@@ -20,7 +20,7 @@ from ..backend import get_array_module
 from ..lr_policy import learning_rate
 from ..proto import caffe_pb2 as pb
 from .solver import Solver, TrainingDiverged, fmt
-from .state import history_arrays, locate_learned_net, write_solver_state
+from .state import history_arrays, load_learned_net, solver_state_message
 from .step_status import StatusValues
 from .update import FlatSGD, UpdateSettings
 
@@ -85,13 +85,13 @@ class SGDSolver(Solver):
                 "(L2 norm %s > %s) by scale factor %s", fmt(norm), fmt(clip), fmt(factor))
         return factor
 
-    def snapshot_solver_state(self, path: str, model: str) -> None:
-        write_solver_state(path, self.iter, model, self.current_step, self.history)
+    def solver_state(self, model: str) -> pb.SolverState:
+        return solver_state_message(self.iter, model, self.current_step, self.history)
 
     def restore_solver_state(self, state: pb.SolverState, path: str) -> None:
         params = self.net.learnable_params
         arrays = history_arrays(state, [q.blob.shape for q in params], path, [q.owner for q in params])
         if state.HasField("learned_net"):
-            self.net.copy_from(locate_learned_net(state.learned_net, path))
+            load_learned_net(self.net, state, path)
         for history, array in zip(self.history, arrays):
             history[...] = get_array_module(history).asarray(array, dtype=history.dtype)

@@ -26,10 +26,12 @@ from ..fillers import set_random_seed
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2 as pb
 from ..prototxt import read_net_param
-from ..weights import net_to_proto, write_binary_atomic
+from ..integrity import read_seal
+from ..weights import net_to_proto, sealed_bytes
 from .settings import build_net, check_settings, net_sources, read_solver
-from .signals import signal_handlers
-from .state import read_solver_state, snapshot_filename
+from .signals import DEFAULT_EFFECTS, deferred_signals, signal_handlers
+from .snapshot import prune, recover, write_pair
+from .state import check_progress, read_solver_state, snapshot_filename
 from .step_status import StatusValues, StepStatus
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,10 @@ class Solver:
         self._request: "str | None" = None
         self.status = StepStatus(self.net.device, self.net.dtype, param.iter_size)
         self.coordinator: SingleProcess = SingleProcess()
+        self.signal_effects: dict[str, str] = dict(DEFAULT_EFFECTS)  # signal name -> stop | snapshot | none
+        self.stop_signal: "str | None" = None  # the signal that stopped the run, if one did
+        self.keep_snapshots = 0                # > 0: keep only the newest N snapshot pairs
+        self.last_snapshot: "str | None" = None  # the solverstate written last by this solver
 
     # ------------------------------------------------------------------ construction helpers
     def _train_source(self) -> "str | pb.NetParameter":
@@ -233,9 +239,13 @@ class Solver:
     def solve(self, resume_file: "str | None" = None, handle_signals: bool = True) -> None:
         """Train to ``max_iter`` (Caffe's Solver::Solve), snapshotting at the end.
 
-        With ``handle_signals`` (main thread only) Ctrl-C (SIGINT) snapshots and stops after the
-        current iteration, and SIGHUP snapshots, as ``caffe train`` does; a second Ctrl-C aborts.
+        With ``handle_signals`` (main thread only) the signals of ``signal_effects`` act as
+        ``caffe train``'s -sigint_effect / -sighup_effect: by default SIGINT (Ctrl-C), SIGTERM and
+        SIGUSR1 snapshot and stop after the current iteration, SIGHUP snapshots; a second stopping
+        signal aborts (see ``signals``).
         """
+        if self.coordinator.is_root:
+            recover(self.param.snapshot_prefix)
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
@@ -285,8 +295,8 @@ class Solver:
         """
         raise NotImplementedError
 
-    def snapshot_solver_state(self, path: str, model: str) -> None:
-        """Write the rule's state (iteration, weights file name, history) to ``path``."""
+    def solver_state(self, model: str) -> pb.SolverState:
+        """The rule's state (iteration, the weights file name ``model``, history) to snapshot."""
         raise NotImplementedError
 
     def restore_solver_state(self, state: pb.SolverState, path: str) -> None:
@@ -351,20 +361,25 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> str:
-        """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate``; returns the solverstate path.
+        """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate`` as a pair (both or neither, see
+        ``snapshot.write_pair``); with ``keep_snapshots`` remove older pairs.  Returns the solverstate path.
 
         Weights that an update made non-finite are not written: TrainingDiverged is raised instead.
         """
         self._check_update_was_finite(self.status.read())
         prefix = self.param.snapshot_prefix
         model = snapshot_filename(prefix, self.iter, ".caffemodel")
-        if not self.coordinator.is_root:  # data-parallel ranks hold the same weights: rank 0 writes them
-            return snapshot_filename(prefix, self.iter, ".solverstate")
-        log.info("Snapshotting to binary proto file %s", model)
-        write_binary_atomic(model, net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         state = snapshot_filename(prefix, self.iter, ".solverstate")
+        if not self.coordinator.is_root:  # data-parallel ranks hold the same weights: rank 0 writes them
+            return state
+        log.info("Snapshotting to binary proto file %s", model)
+        model_bytes = sealed_bytes(net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         log.info("Snapshotting solver state to binary proto file %s", state)
-        self.snapshot_solver_state(state, model)
+        with deferred_signals():  # a second Ctrl-C aborts after the pair, not between its files
+            write_pair(model, model_bytes, state, sealed_bytes(self.solver_state(model), read_seal(model_bytes).digest))
+        self.last_snapshot = state
+        for path in prune(prefix, self.keep_snapshots):
+            log.info("Removed %s (--keep-snapshots %d)", path, self.keep_snapshots)
         for hook in self.snapshot_hooks:
             hook(model, state)
         return state
@@ -378,21 +393,21 @@ class Solver:
         path = os.fspath(state_file)
         log.info("Restoring previous solver status from %s", path)
         state = read_solver_state(path)
+        check_progress(state, path, self.param.max_iter)
         self.restore_solver_state(state, path)
         self.iter, self.current_step = int(state.iter), int(state.current_step)
         self.replay_data(self.iter)
 
     def replay_data(self, iterations: int) -> None:
-        """Advance the train and test data layers in the order ``iterations`` iterations consumed them."""
+        """Advance the train and test data layers as ``iterations`` iterations did (each data layer draws from
+        its own generator, so each is advanced on its own, in time independent of ``iterations``)."""
         p = self.param
-        done = 0
-        tests = [t for t in range(0, iterations, p.test_interval) if self._test_due(t)] if self.test_nets else []
-        for t in tests:
-            _skip_batches(self.net, (t - done) * p.iter_size)
-            done = t
-            for net, batches in zip(self.test_nets, p.test_iter):
-                _skip_batches(net, batches)
-        _skip_batches(self.net, (iterations - done) * p.iter_size)
+        _skip_batches(self.net, iterations * p.iter_size)
+        if not self.test_nets or p.test_interval <= 0 or iterations <= 0:
+            return
+        tests = (iterations - 1) // p.test_interval + (1 if p.test_initialization else 0)  # t = 0, interval, ...
+        for net, batches in zip(self.test_nets, p.test_iter):
+            _skip_batches(net, tests * batches)
 
     # ------------------------------------------------------------------ stop / snapshot requests
     def request_stop(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..memory import require, shape_bytes
 
 f32 = np.float32
 
@@ -39,7 +40,9 @@ class StepStatus:
     SUMSQ, NONFINITE, LOSSES = 0, 1, 2
 
     def __init__(self, device: str, dtype, passes: int):
-        self.array = array_module(device).zeros(self.LOSSES + passes, dtype)
+        size = self.LOSSES + int(passes)
+        require(shape_bytes((size,), np.dtype(dtype).itemsize), f"iter_size {passes} (a loss slot per pass)", device)
+        self.array = array_module(device).zeros(size, dtype)
 
     @property
     def sumsq_slot(self):

@@ -16,6 +16,7 @@ The steps follow MATLAB's imresize.m:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -74,19 +75,43 @@ def resize_axis(image: np.ndarray, axis: int, weights: np.ndarray, indices: np.n
     return np.moveaxis(out, 0, axis)
 
 
-def imresize(image: np.ndarray, scale: "float | None" = None,
-             output_shape: "Sequence[int] | None" = None, antialiasing: bool = True) -> np.ndarray:
-    """Bicubic resize of a 2-D or H x W x C image exactly as MATLAB's ``imresize``.
+@dataclass
+class ResizePlan:
+    """MATLAB's imresize of an image of one size, computable region by region: ``window(rows, cols)`` is the
+    part of the input a region of the output reads, ``apply`` resizes that part (the same arithmetic per
+    output pixel as resizing the whole image, so a region equals the same crop of the whole result)."""
 
-    Give either ``scale`` (one factor for both axes) or ``output_shape`` = (rows, cols).
-    uint8 in -> uint8 out; any other input is computed and returned as float64.
-    """
+    out_shape: tuple[int, int]
+    order: tuple[int, int]                               # the axis resized first, then the other
+    axes: "tuple[tuple[np.ndarray, np.ndarray], ...]"    # (weights, 0-based input indices) per axis
+
+    def window(self, rows: "tuple[int, int]", cols: "tuple[int, int]") -> tuple[slice, slice]:
+        spans = []
+        for (weights, indices), (start, end) in zip(self.axes, (rows, cols)):
+            used = indices[start:end]
+            spans.append(slice(int(used.min()), int(used.max()) + 1))
+        return spans[0], spans[1]
+
+    def apply(self, crop: np.ndarray, rows: "tuple[int, int]", cols: "tuple[int, int]") -> np.ndarray:
+        """The output region ``rows`` x ``cols`` from ``crop`` = the input's ``window(rows, cols)``."""
+        window = self.window(rows, cols)
+        is_uint8 = crop.dtype == np.uint8
+        result = crop.astype(np.float64)
+        for axis in self.order:
+            weights, indices = self.axes[axis]
+            start, end = (rows, cols)[axis]
+            result = resize_axis(result, axis, weights[start:end], indices[start:end] - window[axis].start)
+            if is_uint8:
+                result = to_uint8(result).astype(np.float64)
+        return result.astype(np.uint8) if is_uint8 else result
+
+
+def resize_plan(in_shape: Sequence[int], scale: "float | None" = None, output_shape: "Sequence[int] | None" = None,
+                antialiasing: bool = True) -> ResizePlan:
+    """The ResizePlan of ``imresize`` for an input of ``in_shape`` (rows, cols)."""
     if (scale is None) == (output_shape is None):
         raise ValueError("imresize: give exactly one of scale or output_shape")
-    image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise ValueError(f"imresize: expected a 2-D or H x W x C image, got shape {image.shape}")
-    in_shape = image.shape[:2]
+    in_shape = tuple(int(n) for n in in_shape[:2])
     if scale is not None:
         if scale <= 0:
             raise ValueError(f"imresize: scale must be positive, got {scale}")
@@ -97,12 +122,21 @@ def imresize(image: np.ndarray, scale: "float | None" = None,
         if len(out_shape) != 2 or min(out_shape) < 1:
             raise ValueError(f"imresize: output_shape must be two positive sizes, got {output_shape}")
         scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
-    is_uint8 = image.dtype == np.uint8
-    result = image.astype(np.float64)
     order = (0, 1) if scales[0] <= scales[1] else (1, 0)
-    for axis in order:
-        weights, indices = contributions(in_shape[axis], out_shape[axis], scales[axis], antialiasing)
-        result = resize_axis(result, axis, weights, indices)
-        if is_uint8:
-            result = to_uint8(result).astype(np.float64)
-    return result.astype(np.uint8) if is_uint8 else result
+    axes = tuple(contributions(in_shape[axis], out_shape[axis], scales[axis], antialiasing) for axis in (0, 1))
+    return ResizePlan(out_shape, order, axes)
+
+
+def imresize(image: np.ndarray, scale: "float | None" = None,
+             output_shape: "Sequence[int] | None" = None, antialiasing: bool = True) -> np.ndarray:
+    """Bicubic resize of a 2-D or H x W x C image exactly as MATLAB's ``imresize``.
+
+    Give either ``scale`` (one factor for both axes) or ``output_shape`` = (rows, cols).
+    uint8 in -> uint8 out; any other input is computed and returned as float64.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"imresize: expected a 2-D or H x W x C image, got shape {image.shape}")
+    plan = resize_plan(image.shape, scale, output_shape, antialiasing)
+    rows, cols = (0, plan.out_shape[0]), (0, plan.out_shape[1])
+    return plan.apply(image[plan.window(rows, cols)], rows, cols)

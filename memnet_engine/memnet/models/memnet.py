@@ -47,6 +47,9 @@ class MemNetConfig:
         for field, value in (("blocks", self.blocks), ("recursions", self.recursions), ("channels", self.channels)):
             if value < 1:
                 raise ValueError(f"MemNet needs at least one of each: {field} = {value}")
+        if self.multi_supervised and self.blocks < 2:
+            raise ValueError(f"a multi-supervised MemNet sums the weighted reconstructions of its blocks and needs "
+                             f"at least 2 (M = {self.blocks}); for one block use the basic MemNet (--basic)")
 
     @property
     def depth(self) -> int:

@@ -23,6 +23,7 @@ Not emulated: timing, concurrency between threads (they run one after another), 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import types
 import weakref
@@ -384,8 +385,10 @@ def get_default_memory_pool():
 
 cuda = types.ModuleType("cupy.cuda")
 cuda.Device = Device
+DEVICE_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # the emulated GPU has the host's RAM
 cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
-                                     getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"})
+                                     getDeviceProperties=lambda device: {"name": b"CPU kernel emulator"},
+                                     memGetInfo=lambda: (DEVICE_BYTES - memory["live"], DEVICE_BYTES))
 cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
 memory_hook = types.ModuleType("cupy.cuda.memory_hook")
 memory_hook.MemoryHook = MemoryHook
