@@ -30,6 +30,7 @@ setup(
         "memnet-convert = memnet_engine.cli.convert_weights:main",
         "memnet-make-net = memnet_engine.cli.make_memnet:main",
         "memnet-make-data = memnet_engine.cli.make_training_data:main",
+        "memnet-precise-bn = memnet_engine.cli.precise_bn:main",
     ]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],

@@ -33,6 +33,7 @@ from ..core.net_param import filter_net
 from ..memnet.preview import write_sr_preview
 from ..core.prototxt import read_net_param, read_text_file, to_text
 from ..core.solver import IterationStats, read_solver
+from .precise_bn import write_precise_bn_snapshot
 from .training_log import GlogFormatter, LossCurve, read_logged_losses
 
 pb = me.caffe_pb2
@@ -68,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="after training, restore a held-out photo degraded by bicubic x3 and write "
                            "preview_sr_x3.png (bicubic | restored | original); default: on with the built-in "
                            "training set")
+    data.add_argument("--precise-bn", type=int, metavar="K",
+                      help="after training, recompute the BatchNorm statistics over K training batches with the "
+                           "final weights (precise BN), save them as <snapshot>_precise_bn.caffemodel and use them "
+                           "for the preview (default: off, Caffe's running averages)")
     solver = ap.add_argument_group("solver settings (override the solver file or MemNet's released settings)")
     solver.add_argument("--max-iter", type=int, metavar="N", help="iterations to train (default 20000000)")
     solver.add_argument("--base-lr", type=float, help="base learning rate (0.1)")
@@ -83,12 +88,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="MemNet's adjustable clipping: threshold = clip_gradients / current lr (on)")
     solver.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations (10000)")
     solver.add_argument("--display", type=int, metavar="N", help="log the loss every N iterations (10000)")
-    solver.add_argument("--seed", type=int, help="random seed for weight fillers and data shuffling")
+    solver.add_argument("--seed", type=int, help="random seed (Caffe's random_seed): weight fillers and data "
+                             "shuffling, so one seed repeats a run exactly on the CPU (default: unseeded)")
     args = ap.parse_args(argv)
     if bool(args.model) == bool(args.solver):
         ap.error("give one SOLVER_OR_NET.prototxt (positional or --solver)")
     if args.weights and args.snapshot:
         ap.error("give --snapshot to resume or --weights to fine-tune, not both")
+    if args.precise_bn is not None and args.precise_bn < 1:
+        ap.error("--precise-bn must be at least 1 (batches)")
     for name in ("batch_size", "max_iter", "stepsize", "snapshot_every", "display"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "batch_size" else 0):
@@ -316,6 +324,8 @@ def train(args: argparse.Namespace) -> int:
             progress.close()
             progress.draw()
         state = os.path.join(out, f"{os.path.basename(param.snapshot_prefix)}_iter_{solver.iter}.solverstate")
+        if args.precise_bn and not solver.requested_early_exit:
+            write_precise_bn_snapshot(solver.net, state[:-len(".solverstate")] + ".caffemodel", args.precise_bn)
         if args.preview if args.preview is not None else uses_default:
             write_preview(solver.net, out)
         if solver.requested_early_exit:
