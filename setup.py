@@ -12,7 +12,8 @@ setup(
     # then in the checkout's kernels/).
     packages=find_packages(include=["memnet_engine", "memnet_engine.*"]) + ["memnet_engine.kernels"],
     package_dir={"memnet_engine.kernels": "kernels"},
-    package_data={"memnet_engine.core.proto": ["caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"]},
+    package_data={"memnet_engine.core.proto": ["caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"],
+                  "memnet_engine.weights": ["*.caffemodel", "*.prototxt"]},  # the demo weights
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",

@@ -29,6 +29,7 @@ from ..core.errors import MemnetError
 from ..memnet.imageops import list_images, read_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore
 from ..memnet.scoring import protocol_scores
+from ..weights import model_and_weights
 
 BASELINES = {"sr": "bicubic", "denoise": "noisy", "jpeg": "jpeg"}
 TILES = {"sr": DEFAULT_TILE, "denoise": 120, "jpeg": DEFAULT_TILE}  # thresh_hei of the MATLAB scripts
@@ -43,8 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quality", type=int, help="JPEG quality factor (task jpeg)")
     p.add_argument("--method", required=True, choices=sorted(set(BASELINES.values())) + ["memnet"],
                    help="the task's baseline (bicubic, noisy or jpeg) or memnet")
-    p.add_argument("--model", help="deploy .prototxt (method memnet)")
-    p.add_argument("--weights", help="trained .caffemodel (method memnet)")
+    p.add_argument("--model", help="deploy .prototxt (method memnet, with --weights; without both: the shipped demo "
+                                   "weights of the task)")
+    p.add_argument("--weights", help="trained .caffemodel (method memnet, with --model)")
     p.add_argument("--device", default="cpu", help="cpu or gpu[:ID] for memnet (default %(default)s)")
     p.add_argument("--tile", type=int, help="tile core size for memnet; 0 = whole image "
                                             "(default 150, 120 for denoise, as the MATLAB scripts)")
@@ -58,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--task {args.task} needs --{LEVEL_NAMES[args.task]}")
     if args.method != "memnet" and args.method != BASELINES[args.task]:
         p.error(f"method {args.method} is not a baseline of task {args.task} (use {BASELINES[args.task]} or memnet)")
-    if args.method == "memnet" and not (args.model and args.weights):
-        p.error("method memnet needs --model and --weights")
+    if args.method == "memnet" and bool(args.model) != bool(args.weights):
+        p.error("method memnet needs both --model and --weights, or neither for the shipped demo weights")
     if args.tile is None:
         args.tile = TILES[args.task]
     return args
@@ -69,7 +71,10 @@ def evaluate(args: argparse.Namespace, paths: list[str]) -> list[dict]:
     net = None
     if args.method == "memnet":
         from ..core.net import Net
-        net = Net(args.model, "TEST", weights=args.weights, device=args.device)
+        model, weights, note = model_and_weights(args.task, args.model, args.weights)
+        if note:
+            print(note, file=sys.stderr)
+        net = Net(model, "TEST", weights=weights, device=args.device)
     rows = []
     for path in tqdm(paths, desc=f"{args.task} {args.method}", unit="img", file=sys.stderr):
         try:

@@ -7,6 +7,7 @@ Large images are processed in tiles with overlapping context (--tile/--overlap).
 
     python tools/restore.py --task sr --scale 3 --model prototxt/memnet_m6r6_deploy.prototxt \\
         --weights memnet_sr.caffemodel --input low.png --output high.png
+    python tools/restore.py --task sr --scale 3 --input low.png --output high.png   # the shipped demo weights
 """
 import argparse
 import sys
@@ -17,14 +18,16 @@ from ..memnet.data.degradations import check_level
 from ..core.errors import MemnetError
 from ..memnet.imageops import read_image, write_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore_image
+from ..weights import model_and_weights
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS, help="restoration task")
     p.add_argument("--scale", type=int, help="SR upscaling factor (required for --task sr)")
-    p.add_argument("--model", required=True, help="deploy .prototxt (one input, one output)")
-    p.add_argument("--weights", required=True, help="trained .caffemodel")
+    p.add_argument("--model", help="deploy .prototxt (one input, one output); with --weights. Without both: the "
+                                   "shipped demo weights of the task")
+    p.add_argument("--weights", help="trained .caffemodel (with --model)")
     p.add_argument("--input", required=True, help="image to restore (gray or RGB)")
     p.add_argument("--output", required=True, help="where to write the result (format from the extension)")
     p.add_argument("--device", default="cpu", help="cpu or gpu[:ID] (default %(default)s)")
@@ -44,8 +47,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         scale = int(check_level("sr", args.scale)) if args.task == "sr" else 1
+        model, weights, note = model_and_weights(args.task, args.model, args.weights)
+        if note:
+            print(note, file=sys.stderr)
         image = read_image(args.input)
-        net = Net(args.model, "TEST", weights=args.weights, device=args.device)
+        net = Net(model, "TEST", weights=weights, device=args.device)
         result = restore_image(net, image, args.task, scale, args.tile, args.overlap)
         write_image(args.output, result)
     except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. --device gpu without CuPy
