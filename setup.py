@@ -36,7 +36,14 @@ setup(
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "gpu-cuda13": ["cupy-cuda13x>=14"],
+        # ONNX export (tools/convert_weights.py ... model.onnx) and its check with onnxruntime on the CPU.
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # Data-parallel training (mpirun -np K): mpi4py with the MPICH library as a wheel; NCCL for GPU ranks
+        # comes with CuPy's CUDA wheels (or nvidia-nccl-cu12/cu13).
+        "mpi": ["mpi4py>=4", "mpich>=4"],
         # NVRTC without a GPU or driver, for tests/test_kernels_compile.py (one CUDA major version).
-        "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14"],
+        "test": ["pytest>=7", "cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14", "onnx>=1.14", "onnxruntime>=1.16"],
+        # tools/gen_proto.py: protoc 25, whose caffe_pb2.py imports on every protobuf runtime setup.py allows
+        "dev": ["grpcio-tools>=1.62,<1.63"],
     },
 )

@@ -3,12 +3,18 @@
 
 Measures, for each engine: a training step (forward + backward + gradient clipping + SGD
 momentum/weight-decay update, the golden MemNet solver's settings; memnet-engine's SGDSolver.step)
-on a batch of patches, and inference on one image; per-layer-type times of memnet-engine (like
-``caffe time``), achieved convolution TFLOP/s, peak memory (GPU: CuPy pool; CPU: traced NumPy
-bytes), and the ratio memnet-engine / PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode) and TF32 off.
+on a batch of patches, and inference on one image per --size; per-layer-type times of memnet-engine
+(like ``caffe time``), achieved convolution TFLOP/s next to the GEMM peak measured in the same run,
+peak memory, kernel launches (CUDA: counted by the CUDA profiler through torch.profiler), and the ratio
+memnet-engine / PyTorch.  PyTorch runs eagerly in float32 with cuDNN (benchmark mode); TF32 is off
+unless --math tf32 (which needs the engine's opt-in TF32 mode, ``Net(..., math="tf32")``).
 
   python benchmarks/bench_memnet.py                         # GPU: batch 64 of 31x31, image 288x288
+  python benchmarks/bench_memnet.py --size 288 1024 --json  # last line: every figure as one JSON object
   python benchmarks/bench_memnet.py --device cpu --batch 4 --size 64 --iters 2
+
+Phases run one after another and each frees its nets before the next starts, so every peak-memory
+figure is that phase's own: its net's parameters, kept blobs and the step's transient arrays.
 
 The net comes from memnet_engine.models (the original release's topology and names, as in
 prototxt/memnet_m6r6*.prototxt) with in-memory random data; --train-prototxt / --deploy-prototxt
@@ -17,27 +23,37 @@ use other files (e.g. prototxt/memnet_m6r6.prototxt, which reads its HDF5 list).
 from __future__ import annotations
 
 import argparse
-import statistics
+import inspect
+import json
+import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import memnet_engine as me  # noqa: E402
+from bench_measure import (Device, PeakMemory, TorchDevice, cuda_activity, gemm_peak, median_ms, sig,  # noqa: E402
+                           torch_gemm_peak)
+from memnet_engine.core.atomic import atomic_path  # noqa: E402
 from memnet_engine.core.errors import MemnetError  # noqa: E402
-from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net, memnet_train_net  # noqa: E402
 from memnet_engine.core.proto import caffe_pb2 as pb  # noqa: E402
 from memnet_engine.core.prototxt import read_net_param  # noqa: E402
 from memnet_engine.core.solver import SGDSolver, TrainingDiverged  # noqa: E402
+from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net, memnet_train_net  # noqa: E402
 
 # The golden MemNet solver's settings; clip_gradients as in Caffe (scale all gradients so their
 # global L2 norm is at most CLIP): without it MemNet diverges on random data within a few steps.
 BASE_LR, MOMENTUM, WEIGHT_DECAY, CLIP = 0.01, 0.9, 1e-4, 1.0  # PyTorch gets the same
+SCHEMA = "memnet-bench/1"
+
+
+class BenchError(Exception):
+    """A benchmark that cannot run as asked (reported as one line, exit status 1)."""
 
 
 # ---------------------------------------------------------------------------------------- the net
@@ -53,78 +69,25 @@ def benchmark_nets(blocks: int, recursions: int, channels: int, batch: int, patc
     return train, memnet_deploy_net(config, input_shape=(1, 1, size, size))
 
 
-# ---------------------------------------------------------------------------------------- timing
-class Device:
-    """The device both engines run on ('cpu', 'gpu' or 'gpu:N'): synchronisation and its name."""
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        self.kind, self.index = me.core.backend.parse_device(spec)
-        self.cupy = None
-        if self.kind == "gpu":
-            self.cupy = me.core.backend.cupy_module()
-            self.cupy.cuda.Device(self.index).use()
-
-    def sync(self) -> None:
-        """Wait for memnet-engine's (CuPy's) queued GPU work."""
-        if self.cupy is not None:
-            self.cupy.cuda.get_current_stream().synchronize()
-
-    def name(self) -> str:
-        if self.cupy is None:
-            import platform
-
-            return f"CPU ({platform.processor() or platform.machine()})"
-        props = self.cupy.cuda.runtime.getDeviceProperties(self.cupy.cuda.Device().id)
-        return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-
-
-def median_ms(sync: Callable[[], None], step: Callable[[], object], iters: int, warmup: int) -> float:
-    """Median wall time of ``step`` in ms, with ``sync`` (wait for the device) around each run."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(iters):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def engine_peak_bytes(device: Device, step: Callable[[], object]) -> "int | None":
-    """Peak bytes of live arrays during ``step``: CuPy's pool on a GPU (parameters included); on the
-    CPU the NumPy allocations ``step`` makes (tracemalloc; parameters and inputs excluded)."""
-    if device.cupy is None:
-        import tracemalloc
-
-        tracemalloc.start()
+def engine_math_modes() -> list[str]:
+    """'fp32', plus 'tf32' when both me.Net and SGDSolver take ``math=`` (the opt-in TF32 mode of #9)."""
+    def takes_math(callable_) -> bool:
         try:
-            step()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-    from cupy.cuda import memory_hook
+            return "math" in inspect.signature(callable_).parameters
+        except (TypeError, ValueError):
+            return False
 
-    class Peak(memory_hook.MemoryHook):
-        name = "memnet_bench_peak"
+    return ["fp32", "tf32"] if takes_math(me.Net) and takes_math(SGDSolver) else ["fp32"]
 
-        def __init__(self, base: int):
-            self.live = self.peak = base
 
-        def malloc_postprocess(self, **kw):
-            self.live += kw["mem_size"]
-            self.peak = max(self.peak, self.live)
-
-        def free_postprocess(self, **kw):
-            self.live -= kw["mem_size"]
-
-    device.sync()
-    with Peak(device.cupy.get_default_memory_pool().used_bytes()) as hook:
-        step()
-        device.sync()
-    return hook.peak
+def math_kwargs(math: str) -> dict:
+    """Keyword arguments that select ``math`` in me.Net / SGDSolver (none for the default FP32)."""
+    if math == "fp32":
+        return {}
+    if math not in engine_math_modes():
+        raise BenchError(f"--math {math}: this memnet-engine has no opt-in {math.upper()} mode "
+                         "(me.Net and SGDSolver take no math= argument)")
+    return {"math": math}
 
 
 # ---------------------------------------------------------------------------------------- memnet-engine
@@ -150,30 +113,30 @@ def solver_param(train: pb.NetParameter, seed: int) -> pb.SolverParameter:
                               random_seed=seed)
 
 
-class EngineBench:
-    def __init__(self, train_param: pb.NetParameter, deploy_param: pb.NetParameter, device: Device, seed: int):
-        self.device = device
-        self.solver = SGDSolver(solver_param(train_param, seed), device=device.spec)
-        self.train_net = self.solver.net
-        self.deploy_net = me.Net(deploy_param, phase=me.TEST, device=device.spec)
-        self.deploy_net.share_weights_with(self.train_net)
-        rs = np.random.default_rng(seed)
-        for net in (self.train_net, self.deploy_net):
-            for name in net.inputs:
-                blob = net.blobs[name]
-                blob.data = blob.xp.asarray(rs.random(blob.shape, dtype=np.float32))
+def fill_inputs(net: me.Net, seed: int) -> None:
+    rs = np.random.default_rng(seed)
+    for name in net.inputs:
+        blob = net.blobs[name]
+        blob.data = blob.xp.asarray(rs.random(blob.shape, dtype=np.float32))
 
-    def train_step(self) -> float:
+
+class EngineTraining:
+    """memnet-engine's SGDSolver on the training net, fed random patches."""
+
+    def __init__(self, train_param: pb.NetParameter, device: Device, seed: int, math: str):
+        self.device = device
+        self.solver = SGDSolver(solver_param(train_param, seed), device=device.spec, **math_kwargs(math))
+        self.net = self.solver.net
+        fill_inputs(self.net, seed)
+
+    def step(self) -> float:
         """One SGDSolver iteration: forward, backward, gradient clipping, update (fused kernel on GPU)."""
         self.solver.step(1)
         return float(self.solver.smoothed_loss)
 
-    def infer(self) -> None:
-        self.deploy_net.forward_range(keep_intermediates=False)
-
     def layer_times(self, iters: int) -> dict[str, list[float]]:
         """Per layer type: [forward ms, backward ms] per training iteration (synchronised per layer)."""
-        net, sums = self.train_net, defaultdict(lambda: [0.0, 0.0])
+        net, sums = self.net, defaultdict(lambda: [0.0, 0.0])
 
         def blobs(i: int):
             return [net.blobs[n] for n in net.bottom_names[i]], [net.blobs[n] for n in net.top_names[i]]
@@ -195,6 +158,42 @@ class EngineBench:
         run()
         self.device.sync()
         return (time.perf_counter() - start) * 1e3
+
+
+class EngineInference:
+    """memnet-engine's deploy net on one random image, weights from a .caffemodel."""
+
+    def __init__(self, deploy_param: pb.NetParameter, device: Device, weights: str, seed: int, math: str):
+        self.net = me.Net(deploy_param, phase=me.TEST, device=device.spec, weights=weights, **math_kwargs(math))
+        fill_inputs(self.net, seed)
+
+    def step(self) -> None:
+        self.net.forward_range(keep_intermediates=False)
+
+
+def conv_forward_ms(net: me.Net, device: Device, run: Callable[[], object]) -> float:
+    """Milliseconds spent in the forwards of ``net``'s Convolution layers during ``run()`` (synchronised)."""
+    spent = [0.0]
+
+    def timed(forward):
+        def wrapper(*args):
+            device.sync()
+            start = time.perf_counter()
+            result = forward(*args)
+            device.sync()
+            spent[0] += (time.perf_counter() - start) * 1e3
+            return result
+        return wrapper
+
+    convs = [layer for layer in net.layers if layer.type == "Convolution"]
+    for layer in convs:
+        layer.forward = timed(layer.forward)
+    try:
+        run()
+    finally:
+        for layer in convs:
+            del layer.forward  # back to the class's method
+    return spent[0]
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -238,29 +237,24 @@ def torch_memnet(blocks: int, recursions: int, channels: int):
     return MemNet()
 
 
-class TorchBench:
-    def __init__(self, args, device: Device, train_shape, infer_shape):
-        import torch
+def set_torch_math(torch, math: str) -> None:
+    """cuDNN in benchmark mode; TF32 in cuDNN and cuBLAS only with --math tf32."""
+    torch.backends.cuda.matmul.allow_tf32 = math == "tf32"
+    torch.backends.cudnn.allow_tf32 = math == "tf32"
+    torch.backends.cudnn.benchmark = True
 
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
+
+class TorchTraining:
+    def __init__(self, args, tdev: TorchDevice, shape):
+        torch = self.torch = tdev.torch
         torch.manual_seed(args.seed)
-        self.torch = torch
-        self.dev = torch.device(f"cuda:{device.index}" if device.kind == "gpu" else "cpu")
-        self.model = torch_memnet(args.blocks, args.recursions, args.channels).to(self.dev)
+        self.model = torch_memnet(args.blocks, args.recursions, args.channels).to(tdev.dev).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=BASE_LR, momentum=MOMENTUM,
                                          weight_decay=WEIGHT_DECAY)
-        self.data = torch.rand(train_shape, device=self.dev)
-        self.label = torch.rand(train_shape, device=self.dev)
-        self.image = torch.rand(infer_shape, device=self.dev)
+        self.data = torch.rand(shape, device=tdev.dev)
+        self.label = torch.rand(shape, device=tdev.dev)
 
-    def sync(self) -> None:
-        if self.dev.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def train_step(self) -> float:
-        self.model.train()
+    def step(self) -> float:
         self.optimizer.zero_grad(set_to_none=False)
         outputs = self.model(self.data)
         loss = sum(((out - self.label) ** 2).sum() / (2 * out.shape[0]) for out in outputs)
@@ -269,24 +263,262 @@ class TorchBench:
         self.optimizer.step()
         return float(loss.detach())
 
-    def infer(self) -> None:
-        self.model.eval()
+
+class TorchInference:
+    def __init__(self, args, tdev: TorchDevice, shape):
+        torch = self.torch = tdev.torch
+        torch.manual_seed(args.seed)
+        self.model = torch_memnet(args.blocks, args.recursions, args.channels).to(tdev.dev).eval()
+        self.image = torch.rand(shape, device=tdev.dev)
+
+    def step(self) -> None:
         with self.torch.no_grad():
             self.model(self.image)
 
-    def peak_bytes(self, step: Callable[[], object]) -> "int | None":
-        if self.dev.type != "cuda":
+
+# ---------------------------------------------------------------------------------------- the run
+class Run:
+    """The figures of one benchmark run, in one JSON-ready dict (``report``), written to --json-file
+    after every phase so that a run stopped half-way keeps what it measured.  A phase that fails is
+    recorded in report["errors"] and the next phase still runs."""
+
+    def __init__(self, args, device: Device):
+        self.args, self.device = args, device
+        self.report: dict = {
+            "schema": SCHEMA, "complete": False,
+            "device": {"spec": args.device, "name": device.name(), "torch": args.torch_device},
+            "settings": {k: getattr(args, k) for k in ("batch", "patch", "size", "iters", "warmup", "time_limit",
+                                                       "blocks", "recursions", "channels", "math", "seed")},
+            "math_modes": engine_math_modes(),
+            "gemm_peak": {}, "train": {}, "infer": {}, "layer_types": {}, "warnings": [], "errors": [],
+        }
+
+    def save(self) -> None:
+        if self.args.json_file:
+            with atomic_path(self.args.json_file) as tmp:
+                Path(tmp).write_text(json.dumps(self.report, indent=1), encoding="utf-8")
+
+    def warn(self, text: str) -> None:
+        self.report["warnings"].append(text)
+        print(f"warning: {text}", file=sys.stderr)
+
+    def optional(self, what: str, measure: Callable[[], object]):
+        """``measure()``, or None with a warning when it fails (the main figures still come)."""
+        try:
+            return measure()
+        except Exception as ex:  # an optional figure must not cost the benchmark
+            self.warn(f"{what} not measured: {type(ex).__name__}: {str(ex)[:300]}")
             return None
-        self.torch.cuda.synchronize()
-        self.torch.cuda.reset_peak_memory_stats()
-        step()
-        self.torch.cuda.synchronize()
-        return self.torch.cuda.max_memory_allocated()
+
+    def attempt(self, what: str, measure: Callable[[], None]) -> bool:
+        """Run one phase; its failure goes to report["errors"] (and stderr), the next phase still runs."""
+        try:
+            measure()
+            return True
+        except TrainingDiverged as ex:
+            error = f"training diverged: {ex}"
+        except Exception as ex:  # a kernel or CUDA error in one phase must not hide the others' figures
+            error = f"{type(ex).__name__}: {ex}"
+        finally:
+            self.save()
+        self.report["errors"].append(f"{what}: {error[:3000]}")
+        print(f"bench_memnet: {what} failed: {error[:3000]}", file=sys.stderr)
+        self.save()
+        return False
+
+    def timed(self, what: str, sync, step, cuda: bool, peak: "Callable[[Callable], int | None] | None" = None) -> dict:
+        """Time ``step`` (after warm-up), then its peak memory (``peak``) and its GPU activity."""
+        args = self.args
+        print(f"bench_memnet: {what}", file=sys.stderr, flush=True)
+        ms, runs = median_ms(sync, step, args.iters, args.warmup, args.time_limit)
+        return {"ms": sig(ms), "iters": runs, "peak_bytes": peak(step) if peak else None,
+                "activity": self.optional(f"{what}: CUDA activity", lambda: cuda_activity(sync, step)) if cuda else None}
+
+    def engine_training(self, train_param: pb.NetParameter, weights: str) -> None:
+        """Time, peak memory, GPU activity and per-layer times of SGDSolver steps; the trained weights go
+        to ``weights``; the solver is freed before inference is measured."""
+        args, device = self.args, self.device
+        with PeakMemory(device) as memory:
+            engine = EngineTraining(train_param, device, args.seed, args.math)
+            engine.step()  # first step: kernels compiled, buffers allocated
+            peak = memory.measure(engine.step)
+        net = engine.net
+        self.report["net"] = {"name": net.name, "layers": len(net.layers),
+                              "learnable_values": int(sum(p.blob.count for p in net.learnable_params))}
+        section = self.report["train"]
+        section["shape"] = list(net.blobs["data"].shape)
+        section["conv_gflop"] = sig(conv_flops(net, training=True) / 1e9)
+        section["engine"] = self.timed("memnet-engine training", device.sync, engine.step, device.cupy is not None)
+        section["engine"]["peak_bytes"] = peak
+        self.save()
+        times = self.optional("per-layer times", lambda: engine.layer_times(max(1, min(args.iters, 5))))
+        self.report["layer_types"] = {kind: {"forward_ms": sig(f), "backward_ms": sig(b)}
+                                      for kind, (f, b) in sorted((times or {}).items(), key=lambda kv: -sum(kv[1]))}
+        if times and "Convolution" in times:
+            section["engine"]["conv_ms"] = sig(sum(times["Convolution"]))
+        net.save(weights)
+        engine = net = None  # the training net goes before inference is measured
+        device.free()
+
+    def engine_inference(self, key: str, deploy_param: pb.NetParameter, weights: "str | None") -> None:
+        args, device = self.args, self.device
+        with PeakMemory(device) as memory:
+            engine = EngineInference(deploy_param, device, weights, args.seed, args.math)
+            engine.step()
+            peak = memory.measure(engine.step)
+        section = self.report["infer"][key]
+        section["shape"] = list(engine.net.blobs["data"].shape)
+        section["conv_gflop"] = sig(conv_flops(engine.net, training=False) / 1e9)
+        section["engine"] = self.timed(f"memnet-engine inference {key}", device.sync, engine.step,
+                                       device.cupy is not None)
+        section["engine"]["peak_bytes"] = peak
+        section["engine"]["conv_ms"] = self.optional(
+            f"convolution layers alone, inference {key}", lambda: sig(conv_forward_ms(engine.net, device, engine.step)))
+        engine = None
+        device.free()
+
+    def torch_training(self, tdev: TorchDevice) -> None:
+        bench = TorchTraining(self.args, tdev, self.report["train"]["shape"])
+        self.report["train"]["torch"] = self.timed("PyTorch training", tdev.sync, bench.step, tdev.cuda,
+                                                   tdev.peak_bytes)
+        if not np.isfinite(bench.step()):
+            self.warn("PyTorch's training loss is not finite: its timings may include NaN/inf arithmetic")
+        bench = None
+        tdev.free()
+
+    def torch_inference(self, tdev: TorchDevice, key: str) -> None:
+        section = self.report["infer"][key]
+        bench = TorchInference(self.args, tdev, section["shape"])
+        section["torch"] = self.timed(f"PyTorch inference {key}", tdev.sync, bench.step, tdev.cuda, tdev.peak_bytes)
+        bench = None
+        tdev.free()
+
+    def derive(self) -> None:
+        """Ratios, TFLOP/s and the fraction of the GEMM peak, from the measured times."""
+        peaks = self.report["gemm_peak"]
+        for section in [self.report["train"], *self.report["infer"].values()]:
+            for who in ("engine", "torch"):
+                row = section.get(who)
+                if not row or "conv_gflop" not in section:
+                    continue
+                row["conv_tflops"] = sig(section["conv_gflop"] / row["ms"])
+                peak = (peaks.get(who) or {}).get("tflops")
+                row["gemm_fraction"] = sig(row["conv_tflops"] / peak) if peak else None
+                if row.get("conv_ms"):  # the convolution layers alone (engine): their share of the GEMM peak
+                    row["conv_only_tflops"] = sig(section["conv_gflop"] / row["conv_ms"])
+                    row["conv_only_gemm_fraction"] = sig(row["conv_only_tflops"] / peak) if peak else None
+            if section.get("engine") and section.get("torch"):
+                engine, torch = section["engine"], section["torch"]
+                section["ratio"] = {"time": sig(engine["ms"] / torch["ms"]),
+                                    "peak_bytes": _ratio(engine["peak_bytes"], torch["peak_bytes"]),
+                                    "kernels": _ratio(*((row.get("activity") or {}).get("kernels")
+                                                        for row in (engine, torch)))}
+
+
+def _ratio(a, b) -> "float | None":
+    return sig(a / b) if a and b else None
+
+
+# ---------------------------------------------------------------------------------------- output
+def _cell(value, fmt: str) -> str:
+    return f"{'n/a':>14}" if value is None else f"{value:{fmt}}"
+
+
+def print_report(report: dict) -> None:
+    sections = [(f"training step {report['train']['shape']}", report["train"])]
+    sections += [(f"inference {key}", section) for key, section in report["infer"].items()]
+    has_torch = any(section.get("torch") for _, section in sections)
+    peaks = {who: p for who, p in report["gemm_peak"].items() if p}
+    if peaks:
+        text = ", ".join(f"{'memnet-engine' if who == 'engine' else 'PyTorch'} {p['tflops']:.2f} TFLOP/s"
+                         for who, p in peaks.items())
+        size = next(iter(peaks.values()))["size"]
+        print(f"GEMM peak, one {size}x{size} float32 matmul on this device: {text}")
+    print(f"{'':30}{'memnet-engine':>14}" + (f"{'PyTorch':>14}{'us/PyTorch':>14}" if has_torch else ""))
+    rows = (("time (ms)", lambda r: r["ms"], "14.2f", "time"),
+            ("conv TFLOP/s", lambda r: r.get("conv_tflops"), "14.3f", None),
+            ("% of GEMM peak", lambda r: None if r.get("gemm_fraction") is None else 100 * r["gemm_fraction"],
+             "14.1f", None),
+            ("conv layers alone TFLOP/s", lambda r: r.get("conv_only_tflops"), "14.3f", None),
+            ("  % of GEMM peak", lambda r: None if r.get("conv_only_gemm_fraction") is None
+             else 100 * r["conv_only_gemm_fraction"], "14.1f", None),
+            ("peak memory (MiB)", lambda r: None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20,
+             "14.1f", "peak_bytes"),
+            ("kernel launches", lambda r: (r.get("activity") or {}).get("kernels"), "14d", "kernels"),
+            ("device-to-host copies", lambda r: (r.get("activity") or {}).get("memcpy_dtoh"), "14d", None))
+    for title, section in sections:
+        measured = [section.get(who) for who in ("engine", "torch")[:1 + has_torch]]
+        if not any(measured):
+            continue
+        flop = f"  ({section['conv_gflop']:.2f} conv GFLOP)" if "conv_gflop" in section else ""
+        print(f"{title}{flop}")
+        for label, get, fmt, ratio_key in rows:
+            cells = [get(row) if row else None for row in measured]
+            if all(c is None for c in cells):
+                continue
+            line = f"  {label:28}" + "".join(_cell(c, fmt) for c in cells)
+            ratio = (section.get("ratio") or {}).get(ratio_key) if ratio_key else None
+            if ratio is not None:
+                line += f"{ratio:14.2f}"
+            print(line)
+    print("(peak memory: memnet-engine GPU = CuPy pool bytes in use, CPU = tracemalloc bytes since the phase's "
+          "net was built; PyTorch GPU = max_memory_allocated; launches and copies: CUDA profiler, one step)")
+    if report["layer_types"]:
+        print()
+        print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
+        times = report["layer_types"]
+        total = sum(t["forward_ms"] + t["backward_ms"] for t in times.values()) or 1.0
+        print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
+        for kind, t in times.items():
+            both = t["forward_ms"] + t["backward_ms"]
+            print(f"  {kind:16}{t['forward_ms']:10.2f}{t['backward_ms']:10.2f}{both:10.2f}{100 * both / total:7.1f}%")
+        print(f"  {'all':16}{sum(t['forward_ms'] for t in times.values()):10.2f}"
+              f"{sum(t['backward_ms'] for t in times.values()):10.2f}{total:10.2f}")
 
 
 # ---------------------------------------------------------------------------------------- main
-def _nets(args) -> tuple[pb.NetParameter, pb.NetParameter]:
-    train, deploy = benchmark_nets(args.blocks, args.recursions, args.channels, args.batch, args.patch, args.size)
+def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--device", default="gpu", help="'gpu', 'gpu:N' or 'cpu'")
+    ap.add_argument("--torch-device", help="PyTorch's device (default: --device)")
+    ap.add_argument("--batch", type=int, default=64, help="training batch size")
+    ap.add_argument("--patch", type=int, default=31, help="training patch size (square)")
+    ap.add_argument("--size", type=int, nargs="+", default=[288], help="inference image sizes (square, one image)")
+    ap.add_argument("--iters", type=int, default=20, help="timed iterations (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="seconds of timed iterations per phase at most (0: no limit; at least one is timed)")
+    ap.add_argument("--blocks", type=int, default=6, help="memory blocks M (of the generated net and PyTorch's)")
+    ap.add_argument("--recursions", type=int, default=6, help="recursive units R per block")
+    ap.add_argument("--channels", type=int, default=64, help="feature channels")
+    ap.add_argument("--math", choices=["fp32", "tf32"], default="fp32",
+                    help="tf32: the engine's opt-in TF32 mode and PyTorch with TF32 on")
+    ap.add_argument("--gemm-size", type=int,
+                    help="matrix size of the GEMM-peak measurement (default 8192 on a GPU, 2048 on the CPU; 0: skip)")
+    ap.add_argument("--train-prototxt", help="use this training net instead of the generated one")
+    ap.add_argument("--deploy-prototxt", help="use this deploy net instead of the generated one (--size ignored)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
+    ap.add_argument("--json-file", help="also write that JSON object here, updated after every phase")
+    ap.add_argument("--list-math", action="store_true", help="print the engine's math modes (JSON list) and exit")
+    ap.add_argument("--seed", type=int, default=1701)
+    args = ap.parse_args(argv)
+    for name in ("batch", "patch", "iters", "blocks", "recursions", "channels"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be positive")
+    if min(args.size) < 1:
+        ap.error("--size must be positive")
+    if args.warmup < 0 or args.time_limit < 0 or (args.gemm_size or 0) < 0:
+        ap.error("--warmup, --time-limit and --gemm-size must be >= 0")
+    args.torch_device = args.torch_device or args.device
+    if args.gemm_size is None:
+        args.gemm_size = 8192 if args.device.startswith(("gpu", "cuda")) else 2048
+    return args
+
+
+def _nets(args, size: int) -> tuple[pb.NetParameter, pb.NetParameter]:
+    train, deploy = benchmark_nets(args.blocks, args.recursions, args.channels, args.batch, args.patch, size)
     if args.train_prototxt:
         train = read_net_param(args.train_prototxt)
     if args.deploy_prototxt:
@@ -294,122 +526,78 @@ def _nets(args) -> tuple[pb.NetParameter, pb.NetParameter]:
     return train, deploy
 
 
-def _mib(value: "int | None") -> str:
-    return "n/a" if value is None else f"{value / 2**20:.0f}"
-
-
-def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--device", default="gpu", help="'gpu', 'gpu:N' or 'cpu' (PyTorch runs on the same device)")
-    ap.add_argument("--batch", type=int, default=64, help="training batch size")
-    ap.add_argument("--patch", type=int, default=31, help="training patch size (square)")
-    ap.add_argument("--size", type=int, default=288, help="inference image size (square, one image)")
-    ap.add_argument("--iters", type=int, default=20, help="timed iterations (median reported)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    ap.add_argument("--blocks", type=int, default=6, help="memory blocks M (of the generated net and PyTorch's)")
-    ap.add_argument("--recursions", type=int, default=6, help="recursive units R per block")
-    ap.add_argument("--channels", type=int, default=64, help="feature channels")
-    ap.add_argument("--train-prototxt", help="use this training net instead of the generated one")
-    ap.add_argument("--deploy-prototxt", help="use this deploy net instead of the generated one")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    ap.add_argument("--seed", type=int, default=1701)
-    args = ap.parse_args(argv)
-    for name in ("batch", "patch", "size", "iters", "blocks", "recursions", "channels"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name} must be positive")
-    if args.warmup < 0:
-        ap.error("--warmup must be >= 0")
-    return args
-
-
-def measure(args, device: Device, engine: EngineBench) -> tuple[dict, dict]:
-    """({engine: {train, infer, train_mem, infer_mem}}, per-layer-type times of memnet-engine)."""
-    progress = tqdm(total=3 if args.no_torch else 5, desc="measuring", unit="phase", file=sys.stderr, leave=False)
-
-    def one(label: str, sync, step: Callable[[], object], peak: Callable) -> tuple[float, "int | None"]:
-        progress.set_postfix_str(label)
-        result = median_ms(sync, step, args.iters, args.warmup), peak(step)
-        progress.update()
-        return result
-
-    def engine_peak(step):
-        return engine_peak_bytes(device, step)
-
-    rows = {"engine": {}}
-    rows["engine"]["train"], rows["engine"]["train_mem"] = one("memnet-engine training", device.sync,
-                                                               engine.train_step, engine_peak)
-    rows["engine"]["infer"], rows["engine"]["infer_mem"] = one("memnet-engine inference", device.sync, engine.infer,
-                                                               engine_peak)
+def run(args, bench: Run) -> None:
+    """Every phase in turn: GEMM peak, engine training, engine inference per size, then PyTorch's."""
+    device, report = bench.device, bench.report
+    sizes = args.size[:1] if args.deploy_prototxt else args.size
+    train_param = _nets(args, sizes[0])[0]
+    deploy_params = {f"{size}x{size}": _nets(args, size)[1] for size in sizes}
+    report["train"]["shape"] = [args.batch, 1, args.patch, args.patch]  # the net's own, once it is built
+    report["infer"] = {key: {"shape": [1, 1, size, size]} for key, size in zip(deploy_params, sizes)}
+    if args.gemm_size:
+        report["gemm_peak"]["engine"] = bench.optional("GEMM peak", lambda: gemm_peak(device, args.gemm_size))
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "trained.caffemodel")
+        if not bench.attempt("memnet-engine training", lambda: bench.engine_training(train_param, weights)):
+            weights = None
+            bench.warn("inference runs with the fillers' weights: training failed")
+        for key, param in deploy_params.items():
+            bench.attempt(f"memnet-engine inference {key}",
+                          lambda key=key, param=param: bench.engine_inference(key, param, weights))
     if not args.no_torch:
-        torch_bench = TorchBench(args, device, engine.train_net.blobs["data"].shape,
-                                 engine.deploy_net.blobs["data"].shape)
-        rows["torch"] = {}
-        rows["torch"]["train"], rows["torch"]["train_mem"] = one("PyTorch training", torch_bench.sync,
-                                                                 torch_bench.train_step, torch_bench.peak_bytes)
-        rows["torch"]["infer"], rows["torch"]["infer_mem"] = one("PyTorch inference", torch_bench.sync,
-                                                                 torch_bench.infer, torch_bench.peak_bytes)
-        if not np.isfinite(torch_bench.train_step()):
-            print("warning: PyTorch's training loss is not finite: its timings may include NaN/inf arithmetic",
-                  file=sys.stderr)
-    progress.set_postfix_str("memnet-engine per-layer profile")
-    times = engine.layer_times(max(1, min(args.iters, 5)))
-    progress.close()
-    return rows, times
+        import torch
 
-
-def print_report(rows: dict, times: dict, train_flops: float, infer_flops: float) -> None:
-    names = list(rows)
-    print(f"{'':28}" + "".join(f"{n:>16}" for n in ("memnet-engine", "PyTorch")[:len(names)])
-          + ("   ratio us/PyTorch" if "torch" in rows else ""))
-    for label, key, flops in (("training step (ms)", "train", train_flops), ("inference (ms)", "infer", infer_flops)):
-        line = f"{label:28}" + "".join(f"{rows[n][key]:16.2f}" for n in names)
-        if "torch" in rows:
-            line += f"{rows['engine'][key] / rows['torch'][key]:19.2f}"
-        print(line)
-        print(f"{'  conv TFLOP/s':28}" + "".join(f"{flops / rows[n][key] / 1e9:16.3f}" for n in names))
-        print(f"{'  peak memory (MiB)':28}" + "".join(f"{_mib(rows[n][key + '_mem']):>16}" for n in names))
-    print(f"(convolution FLOPs per step: training {train_flops / 1e9:.1f} G, inference {infer_flops / 1e9:.1f} G; "
-          f"engine memory: GPU = CuPy pool bytes of live arrays, CPU = NumPy allocations during the step "
-          f"(tracemalloc); PyTorch: GPU = max_memory_allocated, CPU = n/a)")
-    print()
-    print("memnet-engine training step by layer type (ms per iteration, each layer synchronised):")
-    total = sum(f + b for f, b in times.values())
-    print(f"  {'type':16}{'forward':>10}{'backward':>10}{'total':>10}{'share':>8}")
-    for kind, (fwd, bwd) in sorted(times.items(), key=lambda kv: -sum(kv[1])):
-        print(f"  {kind:16}{fwd:10.2f}{bwd:10.2f}{fwd + bwd:10.2f}{100 * (fwd + bwd) / total:7.1f}%")
-    print(f"  {'all':16}{sum(f for f, _ in times.values()):10.2f}{sum(b for _, b in times.values()):10.2f}"
-          f"{total:10.2f}")
+        set_torch_math(torch, args.math)
+        tdev = TorchDevice(torch, args.torch_device)
+        if args.gemm_size:
+            report["gemm_peak"]["torch"] = bench.optional("PyTorch GEMM peak",
+                                                          lambda: torch_gemm_peak(tdev, args.gemm_size))
+        bench.attempt("PyTorch training", lambda: bench.torch_training(tdev))
+        for key in deploy_params:
+            bench.attempt(f"PyTorch inference {key}", lambda key=key: bench.torch_inference(tdev, key))
+    bench.derive()
 
 
 def main(argv: "list[str] | None" = None) -> int:
     args = parse_args(argv)
+    if args.list_math:
+        print(json.dumps(engine_math_modes()))
+        return 0
+    bench = None
     try:
-        device = Device(args.device)
-        train_param, deploy_param = _nets(args)
-        engine = EngineBench(train_param, deploy_param, device, args.seed)
         if not args.no_torch:
             import torch  # noqa: F401
+        math_kwargs(args.math)
+        bench = Run(args, Device(args.device))
+        run(args, bench)
     except ImportError as ex:
-        print(f"bench_memnet: {ex} (install PyTorch, or pass --no-torch)", file=sys.stderr)
-        return 1
-    except (MemnetError, ValueError, RuntimeError, OSError) as ex:
-        print(f"bench_memnet: {ex}", file=sys.stderr)
-        return 1
-    print(f"MemNet {engine.train_net.name}: {len(engine.train_net.layers)} layers, "
-          f"{sum(p.blob.count for p in engine.train_net.learnable_params)} learnable values | "
-          f"{device.name()} | float32")
-    print(f"train: batch {engine.train_net.blobs['data'].shape}, inference: {engine.deploy_net.blobs['data'].shape}; "
-          f"median of {args.iters} after {args.warmup} warm-up")
-    try:
-        rows, times = measure(args, device, engine)
-    except TrainingDiverged as ex:
-        print(f"bench_memnet: memnet-engine's training diverged: {ex}", file=sys.stderr)
-        return 1
+        return _fail(bench, f"{ex} (install PyTorch, or pass --no-torch)")
+    except (BenchError, MemnetError, ValueError, RuntimeError, OSError) as ex:
+        return _fail(bench, str(ex))
+    report = bench.report
+    report["complete"] = not report["errors"]
+    bench.save()
+    s = report["settings"]
+    net = report.get("net") or {"name": "?", "layers": "?", "learnable_values": "?"}
+    print(f"MemNet {net['name']}: {net['layers']} layers, {net['learnable_values']} learnable values | "
+          f"{report['device']['name']} | float32, math {s['math']} | median of up to {s['iters']} after "
+          f"{s['warmup']} warm-up")
     print()
-    print_report(rows, times, conv_flops(engine.train_net, training=True),
-                 conv_flops(engine.deploy_net, training=False))
-    return 0
+    print_report(report)
+    for error in report["errors"]:
+        print(f"FAILED: {error.splitlines()[0][:500]}")
+    if args.json:
+        print(json.dumps(report, separators=(",", ":")))
+    return 0 if report["complete"] else 1
+
+
+def _fail(bench: "Run | None", message: str) -> int:
+    """One line on stderr; the figures measured so far stay in --json-file, with the error."""
+    print(f"bench_memnet: {message}", file=sys.stderr)
+    if bench is not None:
+        bench.report["error"] = message
+        bench.save()
+    return 1
 
 
 if __name__ == "__main__":

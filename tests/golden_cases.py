@@ -28,12 +28,6 @@ def skip_if_absent(folder: Path) -> None:
         pytest.skip(f"{folder} is not there")
 
 
-def scaled_error(ours, ref: np.ndarray) -> float:
-    """max |ours - ref| / max(1, max |ref|): the golden README's measure."""
-    ours = np.asarray(me.to_numpy(ours), np.float64).reshape(ref.shape)
-    return float(np.abs(ours - ref).max(initial=0.0) / max(1.0, float(np.abs(ref).max(initial=0.0))))
-
-
 def unit_case_arrays(folder: Path, case: dict, device: str = "cpu") -> Iterator[tuple[str, object, np.ndarray]]:
     """(npz key, our array, Caffe's array) for every array a unit case stores.
 

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -91,6 +92,15 @@ def test_memnet_method_and_json_last_line(tmp_path):
     result = json.loads(lines[-1])
     assert result["method"] == "memnet" and result["scale"] == 2 and len(result["images"]) == 2
     assert math.isfinite(result["psnr"]) and -1 <= result["ssim"] <= 1
+    assert re.search(r"evaluated 2 images in \d+\.\d s on cpu", done.stderr) and "2/2" in done.stderr
+
+
+def test_memnet_method_refuses_a_training_net(tmp_path, capsys):
+    train_net = os.path.join(GOLDEN, "memnet_m2r2_c8_train.prototxt")
+    assert evaluate.main(["--task", "sr", "--scale", "2", "--method", "memnet", "--model", train_net,
+                          "--weights", os.path.join(GOLDEN, "memnet_m2r2_c8_iter_4.caffemodel"),
+                          "--dataset", _folder(tmp_path)]) == 1
+    assert f"--from-train {train_net}" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
+from memnet_engine.core.gradcheck import scaled_error
+from memnet_engine.core.layers.convolution import ConvolutionLayer
 from conftest import GOLDEN_FIXTURES, shared_golden
-from golden_cases import scaled_error, unit_case_arrays
+from golden_cases import unit_case_arrays
 
 
 def run_unit_case(folder, case) -> tuple[float, str]:
@@ -35,6 +37,32 @@ def test_unit_cases_shared():
         if worst > 1e-5:
             bad.append(f"{case['name']}: {worst:.2e} at {where}")
     assert not bad, bad
+
+
+@pytest.mark.parametrize("ours, ref", [([0.0, np.nan, 0.0], [0.0, 0.0, 0.0]), ([0.0, 0.0], [np.inf, 0.0]),
+                                       ([np.nan], [np.nan]), ([-np.inf, 1.0], [-np.inf, 1.0])])
+def test_a_nan_or_inf_on_either_side_is_the_worst_error(ours, ref):
+    assert scaled_error(np.array(ours), np.array(ref)) == np.inf
+
+
+CONV_UNITS = [c for c in FIXTURE_UNITS if c["name"].startswith("conv_")]
+
+
+@pytest.mark.parametrize("case", CONV_UNITS, ids=[c["name"] for c in CONV_UNITS])
+def test_a_nan_in_the_weight_gradient_fails_the_golden_case(monkeypatch, case):
+    """One NaN in Convolution's weight gradient (compared after finite arrays) fails the case."""
+    correct = ConvolutionLayer.backward_cpu
+
+    def nan_in_weight_diff(self, tops, propagate_down, bottoms):
+        correct(self, tops, propagate_down, bottoms)
+        self.blobs[0].diff.reshape(-1)[-1] = np.nan
+
+    test_unit_case_fixture(case)
+    monkeypatch.setattr(ConvolutionLayer, "backward_cpu", nan_in_weight_diff)
+    worst, where = run_unit_case(GOLDEN_FIXTURES, case)
+    assert worst == np.inf and where.startswith("pdiff/") and where.endswith("/0")
+    with pytest.raises(AssertionError, match="inf at pdiff/"):
+        test_unit_case_fixture(case)
 
 
 def deploy_error(folder, name: str, iters: int) -> tuple[float, str]:

@@ -11,6 +11,7 @@ import pytest
 from memnet_engine import TEST, TRAIN, Net
 from memnet_engine.memnet.models import MemNetConfig, conv_depth, memnet_deploy_net, memnet_train_net
 from memnet_engine.memnet.models.standard import SOLVER_FILE, standard_files
+from memnet_engine.core.net_param import filter_net
 from memnet_engine.core.proto import caffe_pb2 as pb
 from memnet_engine.core.prototxt import parse_text, read_net_param, read_solver_param
 
@@ -35,6 +36,11 @@ def golden_nets(name, folder, m, r, c, batch, shape):
         "deploy": memnet_deploy_net(config, input_shape=shape, name=name),
     }
     golden = {kind: read_net_param(str(folder / f"{name}_{kind}.prototxt")) for kind in generated}
+    # The golden train nets were written without the release's phase rule on the data layer; Caffe ran them
+    # in TRAIN, where that rule keeps the layer, so the nets Caffe built are the same.
+    data = generated["train"].layer[0]
+    assert [rule.phase for rule in data.include] == [TRAIN] and not golden["train"].layer[0].include
+    del data.include[:]
     return generated, golden
 
 
@@ -168,12 +174,22 @@ def test_committed_model_files_are_what_the_generator_writes():
             "python tools/make_memnet.py --standard prototxt"
 
 
+@pytest.mark.parametrize("stem, batch", [("memnet_m6r6", 32), ("memnet_m6r6_basic", 32), ("memnet_m6r6_nl", 32),
+                                         ("memnet_m6r6_ns", 32), ("memnet_m10r10", 24)])
+def test_committed_train_nets_have_the_release_data_layer(stem, batch):
+    data = read_net_param(str(REPO / "prototxt" / f"{stem}.prototxt")).layer[0]
+    assert (data.type, list(data.top), data.hdf5_data_param.source, data.hdf5_data_param.batch_size) == \
+           ("HDF5Data", ["data", "label"], "data/train_list.txt", batch)
+    assert [rule.phase for rule in data.include] == [TRAIN] and not data.exclude
+    assert data.hdf5_data_param.shuffle
+    net = read_net_param(str(REPO / "prototxt" / f"{stem}.prototxt"))
+    filter_net(net, pb.NetState(phase=TEST))
+    assert net.layer[0].name == "bn_conv1"
+
+
 def test_committed_nets_build_and_keep_the_release_names():
     folder = REPO / "prototxt"
     m6r6 = read_net_param(str(folder / "memnet_m6r6.prototxt"))
-    data = m6r6.layer[0]
-    assert (data.type, list(data.top), data.hdf5_data_param.source, data.hdf5_data_param.batch_size) == \
-           ("HDF5Data", ["data", "label"], "data/train_list.txt", 64)
     assert m6r6.name == "MemNet_M6R6_80C64" and m6r6.layer[-1].name == "loss_7"
     for stem, depth in (("memnet_m6r6", 80), ("memnet_m10r10", 212), ("memnet_m6r6_basic", 80)):
         net = Net(str(folder / f"{stem}_deploy.prototxt"), phase=TEST)
@@ -187,8 +203,17 @@ def test_committed_solver_has_the_release_settings_and_points_at_the_train_net()
     assert (solver.base_lr, solver.momentum, solver.lr_policy, solver.stepsize, solver.max_iter) == \
            (pytest.approx(0.1), pytest.approx(0.9), "step", 200000, 20000000)
     assert solver.weight_decay == pytest.approx(1e-4) and solver.gamma == pytest.approx(0.1)
-    assert solver.clip_gradients == pytest.approx(0.01) and solver.adjustable_clip
+    assert solver.clip_gradients == pytest.approx(0.01) and not solver.HasField("adjustable_clip")
+    assert solver.solver_mode == pb.SolverParameter.GPU and solver.snapshot_prefix.endswith("/MemNet_M6R6_80C64")
     assert (REPO / "prototxt" / solver.net).is_file()
+
+
+@pytest.mark.parametrize("argv, batch", [([], 32), (["-M", "10", "-R", "10"], 24), (["-M", "2", "-R", "2"], 64),
+                                         (["--nl"], 32), (["--batch-size", "64"], 64)])
+def test_cli_default_batch_is_the_releases(tmp_path, argv, batch):
+    out = tmp_path / "n.prototxt"
+    assert make_memnet.main(argv + ["-o", str(out)]) == 0
+    assert read_net_param(str(out)).layer[0].hdf5_data_param.batch_size == batch
 
 
 def test_cli_writes_the_requested_net(tmp_path, capsys):
@@ -205,7 +230,7 @@ def test_cli_writes_the_requested_net(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--deploy", "--batch-size", "4"], ["--input-shape", "1", "1", "8", "8"],
-                                  ["-M", "0"], ["--standard", "x", "-o", "y"]])
+                                  ["-M", "0"], ["--standard", "x", "-o", "y"], ["--from-train", "t.prototxt"]])
 def test_cli_rejects_contradictory_or_invalid_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_memnet.main(argv)
@@ -227,3 +252,18 @@ def test_cli_help_runs_as_a_script():
                             capture_output=True, text=True, check=True)
     for option in ("--blocks", "--recursions", "--channels", "--basic", "--nl", "--ns", "--deploy", "--standard"):
         assert option in result.stdout
+
+
+def test_cli_deploy_from_train_restores_as_the_released_deploy_net(tmp_path, capsys):
+    out = tmp_path / "deploy.prototxt"
+    assert make_memnet.main(["--deploy", "--from-train", str(FIXTURES / "memnet_m2r2_c8_train.prototxt"),
+                             "--input-shape", "1", "1", "16", "14", "-o", str(out)]) == 0
+    weights = str(FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel")
+    made = Net(str(out), TEST, weights=weights)
+    released = Net(str(FIXTURES / "memnet_m2r2_c8_deploy.prototxt"), TEST, weights=weights)
+    image = np.random.default_rng(0).random((1, 1, 16, 14)).astype(np.float32)
+    assert made.inputs == ["data"] and made.blobs["data"].shape == (1, 1, 16, 14)
+    np.testing.assert_array_equal(made.forward(data=image)[made.outputs[0]],
+                                  released.forward(data=image)[released.outputs[0]])
+    assert make_memnet.main(["--deploy", "--from-train", str(out)]) == 1
+    assert "no data layer" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Tiled restoration with a deploy net (the small golden MemNet), restore_image and tools/restore.py."""
 import os
+import re
 import subprocess
 import sys
 
@@ -93,3 +94,69 @@ def test_restore_tool_errors(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr and "x.png" in done.stderr
     done = run_tool("--task", "sr", "--model", DEPLOY, "--weights", WEIGHTS, "--input", "x", "--output", "y")
     assert done.returncode == 2 and "--scale" in done.stderr
+
+
+def test_restore_reports_each_tile_in_order(net):
+    image = np.random.default_rng(4).random((40, 30)).astype(np.float32)
+    calls = []
+    restore(net, image, tile=12, overlap=4, on_tile=lambda done, total: calls.append((done, total)))
+    total = len(tile_spans(40, 12, 4)) * len(tile_spans(30, 12, 4))
+    assert total > 1 and calls == [(k, total) for k in range(total + 1)]
+
+
+def test_restore_tool_shows_tiles_and_time(tmp_path, capsys):
+    from memnet_engine.cli import restore as tool
+    write_image(str(tmp_path / "g.png"), np.random.default_rng(5).integers(0, 256, (30, 40), dtype=np.uint8))
+    assert tool.main(["--task", "denoise", "--model", DEPLOY, "--weights", WEIGHTS, "--input", str(tmp_path / "g.png"),
+                      "--output", str(tmp_path / "o.png"), "--tile", "10", "--overlap", "4"]) == 0
+    out, err = capsys.readouterr()
+    tiles = len(tile_spans(30, 10, 4)) * len(tile_spans(40, 10, 4))
+    assert f"{tiles}/{tiles}" in err and "tile" in err
+    assert re.fullmatch(rf"wrote {re.escape(str(tmp_path / 'o.png'))}: gray 40x30 in \d+\.\d s on cpu\n", out)
+
+
+@pytest.mark.parametrize("model, weights, message", [
+    (os.path.join(GOLDEN, "memnet_m2r2_c8_train.prototxt"), WEIGHTS,
+     r"is a training net \(HDF5Data layer 'data', EuclideanLoss layer 'loss_01', \.\.\.\); restoring needs its "
+     r"deploy net .* made by: memnet-make-net --deploy --from-train \S+memnet_m2r2_c8_train.prototxt "
+     r"-o memnet_m2r2_c8_train_deploy.prototxt"),
+    (DEPLOY, "run/x_iter_4.solverstate",
+     r"run/x_iter_4.solverstate is a solver state .* not weights: use the .caffemodel written next to it: "
+     r"--weights run/x_iter_4.caffemodel"),
+])
+def test_wrong_files_get_their_remedy_named(tmp_path, capsys, model, weights, message):
+    from memnet_engine.cli import restore as tool
+    write_image(str(tmp_path / "g.png"), np.zeros((8, 8), np.uint8))
+    assert tool.main(["--task", "denoise", "--model", model, "--weights", weights, "--input", str(tmp_path / "g.png"),
+                      "--output", str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_solverstate_message_names_the_model_it_recorded(tmp_path):
+    from memnet_engine.cli.model_loading import check_weights
+    from memnet_engine.core.errors import WeightsError
+    from memnet_engine.core.proto import caffe_pb2 as pb
+    state = tmp_path / "s.solverstate"
+    state.write_bytes(pb.SolverState(iter=4, learned_net="/runs/a/net_iter_4.caffemodel").SerializeToString())
+    with pytest.raises(WeightsError, match=r"--weights /runs/a/net_iter_4.caffemodel$"):
+        check_weights(str(state))
+    check_weights(WEIGHTS)  # a .caffemodel passes
+
+
+def test_device_option(tmp_path, capsys, monkeypatch):
+    from memnet_engine.cli import model_loading, restore as tool
+    args = tool.parse_args(["--task", "jpeg", "--model", "m", "--weights", "w", "--input", "i", "--output", "o",
+                            "--device", "GPU:1"])
+    assert args.device == "gpu:1"
+    with pytest.raises(SystemExit) as usage:
+        tool.parse_args(["--task", "jpeg", "--model", "m", "--weights", "w", "--input", "i", "--output", "o",
+                         "--device", "tpu"])
+    assert usage.value.code == 2 and "use cpu, gpu or gpu:ID" in capsys.readouterr().err
+    monkeypatch.setattr(model_loading, "gpu_available", lambda: False)
+    write_image(str(tmp_path / "g.png"), np.zeros((8, 8), np.uint8))
+    assert tool.main(["--task", "jpeg", "--model", DEPLOY, "--weights", WEIGHTS, "--input", str(tmp_path / "g.png"),
+                      "--output", str(tmp_path / "o.png"), "--device", "gpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--device gpu: no CUDA GPU is available" in err and "pip install -e '.[gpu]'" in err

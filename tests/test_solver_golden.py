@@ -6,15 +6,11 @@ import numpy as np
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES, shared_golden
+from memnet_engine.core.gradcheck import scaled_error
 from memnet_engine.core.solver.state import write_solver_state
 
 TOL = 1e-4
 M2R2 = "memnet_m2r2_c8"
-
-
-def scaled_error(ours, ref) -> float:
-    ours = np.asarray(me.to_numpy(ours), np.float64).reshape(np.shape(ref))
-    return float(np.abs(ours - ref).max() / max(1.0, float(np.abs(ref).max())))
 
 
 def caffe_state(path) -> me.caffe_pb2.SolverState:
@@ -37,7 +33,7 @@ def train_like_caffe(folder, case):
         solver.step(1)
         for blob, value in ref.items():
             got = float(solver.net.blobs[blob].data.reshape(-1)[0])
-            worst_loss = max(worst_loss, abs(got - value) / max(1.0, abs(value)))
+            worst_loss = max(worst_loss, scaled_error(got, value))
     return solver, worst_loss
 
 

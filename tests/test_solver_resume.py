@@ -54,7 +54,7 @@ def test_resume_without_the_data_replay_would_differ(tmp_path, monkeypatch):
     reference = run_in(tmp_path, 6)
     resumed = run_in(tmp_path, 3)
     fresh = me.SGDSolver(str(SOLVER))
-    monkeypatch.setattr(fresh, "_replay_data", lambda iterations: None)
+    monkeypatch.setattr(fresh, "replay_data", lambda iterations: None)
     fresh.restore("tiny_iter_3.solverstate")
     fresh.step(3)
     assert resumed.iter == 3

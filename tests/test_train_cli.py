@@ -1,5 +1,6 @@
 """tools/train.py end to end on the golden MemNet training net and the tiny solver (subprocesses)."""
 import datetime
+import io
 import json
 import os
 import re
@@ -103,6 +104,73 @@ def test_net_prototxt_trains_with_memnets_released_solver(tmp_path):
     assert "Gradient clipping: scaling down gradients (L2 norm" in log and "> 0.1)" in log  # 0.01 / lr 0.1
 
 
+def release_layout(tmp_path):
+    """A checkout laid out as the MemNet release: caffe_files/<net>/ holding its solver text (the release's
+    fields and values) and a train net (here the small golden M2R2, reading the golden HDF5 data)."""
+    folder = tmp_path / "caffe_files" / "MemNet_M6R6_80C64"
+    folder.mkdir(parents=True)
+    net = GOLDEN_NET.read_text().replace('source: "memnet_m2r2_c8_train_list.txt"',
+                                         f'source: "{GOLDEN_FIXTURES / "memnet_m2r2_c8_train_list.txt"}"')
+    (folder / "MemNet_M6R6_80C64_train.prototxt").write_text(net)
+    (folder / "MemNet_M6R6_80C64_solver.prototxt").write_text(
+        'net: "./MemNet_M6R6_80C64_train.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nweight_decay: 0.0001\n'
+        'lr_policy: "step"\ngamma: 0.1\nstepsize: 200000\nclip_gradients: 0.01\n\ndisplay: 10000\n'
+        'max_iter: 20000000\nsnapshot: 10000\nsnapshot_prefix: "../../model/MemNet_M6R6_80C64"\nsolver_mode: GPU\n')
+    return folder
+
+
+@pytest.mark.parametrize("flags, clipping, threshold", [
+    ([], "Caffe's stock clipping (the default for a solver file", "0.01"),
+    (["--adjustable-clip"], "the MemNet release's adjustable clipping (--adjustable-clip)", "0.1"),
+])
+def test_the_releases_solver_file_clips_as_told_and_says_so(tmp_path, flags, clipping, threshold):
+    """The release's own solver text: stock clipping by default (with a hint naming the flag), the release's
+    clip_gradients / lr with --adjustable-clip; run from its folder as the release's train script does."""
+    folder = release_layout(tmp_path)
+    out = tmp_path / "out"
+    result = run_tool("MemNet_M6R6_80C64_solver.prototxt", *flags, "--max-iter", 1, "--display", 1, "--out", out,
+                      cwd=folder)
+    assert result.returncode == 0, result.stderr
+    log = (out / "train.log").read_text()
+    assert f"Gradient clipping: {clipping}" in log and f"Gradient clipping: {clipping}" in result.stderr
+    assert ("add --adjustable-clip to train as the release did" in log) == (not flags)
+    assert re.search(rf"Gradient clipping: scaling down gradients \(L2 norm [\d.e+-]+ > {threshold}\)", log)
+    assert (out / "MemNet_M6R6_80C64_iter_1.caffemodel").is_file()
+
+
+@pytest.mark.parametrize("model, flags, adjustable, level, words", [
+    (GOLDEN_SOLVER, [], False, "WARNING", "stock clipping (the default for a solver file"),
+    (GOLDEN_SOLVER, ["--adjustable-clip"], True, "INFO", "adjustable clipping (--adjustable-clip): global L2 norm "
+                                                        "clipped at clip_gradients / current lr (100 at the base lr"),
+    (GOLDEN_NET, [], True, "INFO", "adjustable clipping (the release's solver)"),
+    (GOLDEN_NET, ["--no-adjustable-clip"], False, "INFO", "stock clipping (--no-adjustable-clip): global L2 norm "
+                                                          "clipped at 0.01 at every lr"),
+    (GOLDEN_SOLVER, ["--clip-gradients", "-1"], False, "INFO", "off (clip_gradients -1 < 0)"),
+])
+def test_the_log_says_which_clipping_is_used(caplog, model, flags, adjustable, level, words):
+    tool = load_tool()
+    args = tool.parse_args([str(model), *flags])
+    param, _ = tool.build_solver_param(args)
+    with caplog.at_level("INFO", logger="memnet_engine.train"):
+        tool.log_clipping(param, args)
+    assert param.adjustable_clip == adjustable
+    said = [r for r in caplog.records if r.getMessage().startswith("Gradient clipping: ")]
+    assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage()
+
+
+def test_a_solver_files_own_adjustable_clip_field_is_still_honoured(tmp_path, caplog):
+    solver = tmp_path / "s.prototxt"
+    solver.write_text(GOLDEN_SOLVER.read_text().replace('net: "', f'net: "{GOLDEN_FIXTURES}/') +
+                      "adjustable_clip: true\n")
+    tool = load_tool()
+    args = tool.parse_args([str(solver)])
+    param, _ = tool.build_solver_param(args)
+    with caplog.at_level("INFO", logger="memnet_engine.train"):
+        tool.log_clipping(param, args)
+    assert param.adjustable_clip
+    assert f"adjustable_clip: true in {solver}, a memnet-engine field that BVLC Caffe rejects" in caplog.text
+
+
 def test_committed_m6r6_trains_from_a_clean_checkout_on_the_default_set(tmp_path):
     """The README's main job, shortened: no data on the machine, so the default set is built and used."""
     out = tmp_path / "out"
@@ -167,7 +235,7 @@ def test_ctrl_c_snapshots_stops_and_says_how_to_resume(tmp_path):
     (["bad.prototxt"], r"bad.prototxt is neither a solver nor a net prototxt"),
     ([str(TINY_SOLVER), "--base-lr", "1e20", "--clip-gradients", "-1"], r"iteration \d+: the loss is (nan|inf)"),
     ([str(TINY_SOLVER), "--snapshot", "nope.solverstate"], "nope.solverstate: cannot read .solverstate"),
-    ([str(GOLDEN_NET), "--train-data", "no_list.txt", "--max-iter", "1"], "cannot read HDF5 source list"),
+    ([str(GOLDEN_NET), "--train-data", "no_list.txt", "--max-iter", "1"], "HDF5 source list '.*no_list.txt' not found"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message):
     (tmp_path / "bad.prototxt").write_text("layer { name: 'x' type: }\n")
@@ -224,3 +292,61 @@ def test_batch_size_flag_reaches_the_net(tmp_path, monkeypatch):
     # the data list was anchored next to the net, so the embedded net builds from any working directory
     monkeypatch.chdir(tmp_path)
     assert me.SGDSolver(param).net.blobs["data"].shape[0] == 2
+
+
+GLOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ \S+:\d+\] .*")
+
+
+def console_lines(stderr):
+    """The log lines the console showed, without the progress bar's redraws."""
+    return [line for part in stderr.split("\n") for line in [part.split("\r")[-1]] if GLOG_LINE.fullmatch(line)]
+
+
+def test_resume_below_the_total_is_an_error_that_explains_max_iter(tmp_path):
+    out = tmp_path / "out"
+    first = run_tool(TINY_SOLVER, "--out", out, "--max-iter", 3, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    log = (out / "train.log").read_text()
+    shown = console_lines(first.stderr)
+    assert len(shown) > 10 and all(line in log for line in shown)  # train.log holds every console line
+    assert re.search(r"\] done: 3 iterations; snapshot \S+tiny_iter_3.solverstate", log)
+    state = out / "tiny_iter_3.solverstate"
+    for total, hint in ((2, "--max-iter 5 trains 2 more"), (3, "--max-iter 6 trains 3 more")):
+        resumed = run_tool(TINY_SOLVER, "--out", out, "--max-iter", total, "--snapshot", state, cwd=tmp_path)
+        assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+        last = resumed.stderr.strip().splitlines()[-1]
+        assert last == (f"train.py: error: {state} is already at iteration 3, and --max-iter {total} counts all "
+                        f"iterations, not how many more: nothing to train ({hint})")
+        assert last.removeprefix("train.py: ") in (out / "train.log").read_text().splitlines()[-1]
+    assert sorted(p.name for p in out.glob("*.caffemodel")) == ["tiny_iter_3.caffemodel"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_skips_the_preview(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    returncode, _, err = interrupt_after([sys.executable, str(TOOL), str(GOLDEN_SOLVER), "--out", str(out),
+                                          "--max-iter", "100000", "--display", "1", "--preview"],
+                                         "] Iteration 2 (", "stderr", cwd=tmp_path, env=env)
+    assert returncode == 0, err
+    assert "Stopped early: skipping the preview" in err and "Restoring a held-out photo" not in err
+    assert not (out / "preview_sr_x3.png").exists()
+
+
+def test_eta_leaves_out_start_up_and_the_first_iteration(monkeypatch):
+    tool = load_tool()
+    clock = iter([50.0, 52.0, 54.0, 55.0])  # the first iteration ends after 50 s, then 2 s, 2 s and 1 s
+    monkeypatch.setattr(tool.time, "perf_counter", lambda: next(clock))
+    bar = tool.IterationBar(total=100, file=io.StringIO(), window=2)
+    bar.update(1)
+    assert bar.format_dict["rate"] == 0.0 and "<?" in str(bar)  # unknown, not 100 x 50 s
+    bar.update(1)
+    bar.update(1)
+    assert bar.format_dict["rate"] == pytest.approx(0.5) and "<03:14" in str(bar)  # 97 left at 2 s each
+    bar.update(1)  # the window keeps the last 2 iterations: 2 s and 1 s
+    assert bar.recent_rate() == pytest.approx(2 / 3)
+
+
+def test_loss_curve_title_says_what_is_summed():
+    net = me.Net(str(GOLDEN_NET), phase=me.TRAIN, weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel"))
+    assert load_tool().loss_description(net) == "sum of the 3 supervised losses: loss_01, loss_02, loss_3"

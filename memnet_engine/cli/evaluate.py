@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 from tqdm import tqdm
@@ -29,14 +30,15 @@ from ..core.errors import MemnetError
 from ..memnet.imageops import list_images, read_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore
 from ..memnet.scoring import protocol_scores
-from ..weights import model_and_weights
+from .help_format import PlainHelpFormatter
+from .model_loading import add_device_option, load_task_net
 
 BASELINES = {"sr": "bicubic", "denoise": "noisy", "jpeg": "jpeg"}
 TILES = {"sr": DEFAULT_TILE, "denoise": 120, "jpeg": DEFAULT_TILE}  # thresh_hei of the MATLAB scripts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=PlainHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS, help="restoration task")
     p.add_argument("--dataset", required=True, metavar="DIR", help="folder of ground-truth images")
     p.add_argument("--scale", type=int, help="SR factor (task sr)")
@@ -47,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", help="deploy .prototxt (method memnet, with --weights; without both: the shipped demo "
                                    "weights of the task)")
     p.add_argument("--weights", help="trained .caffemodel (method memnet, with --model)")
-    p.add_argument("--device", default="cpu", help="cpu or gpu[:ID] for memnet (default %(default)s)")
+    add_device_option(p)
     p.add_argument("--tile", type=int, help="tile core size for memnet; 0 = whole image "
                                             "(default 150, 120 for denoise, as the MATLAB scripts)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
@@ -70,11 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace, paths: list[str]) -> list[dict]:
     net = None
     if args.method == "memnet":
-        from ..core.net import Net
-        model, weights, note = model_and_weights(args.task, args.model, args.weights)
-        if note:
-            print(note, file=sys.stderr)
-        net = Net(model, "TEST", weights=weights, device=args.device)
+        net = load_task_net(args.task, args.model, args.weights, args.device)
     rows = []
     for path in tqdm(paths, desc=f"{args.task} {args.method}", unit="img", file=sys.stderr):
         try:
@@ -94,10 +92,11 @@ def finite(x: float) -> "float | None":
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    start = time.perf_counter()
     try:
         check_level(args.task, args.level)
         rows = evaluate(args, list_images(args.dataset))
-    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. --device gpu without CuPy
+    except (MemnetError, ValueError, RuntimeError) as ex:  # RuntimeError: e.g. a CUDA failure
         print(f"evaluate: error: {ex}", file=sys.stderr)
         return 1
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))
@@ -110,6 +109,8 @@ def main(argv=None) -> int:
     print(f"{'mean':<{width}}  {mean_psnr:9.4f}  {mean_ssim:.4f}")
     level = f"{LEVEL_NAMES[args.task]} {args.level:g}"
     print(f"{name} {args.task} {level} {args.method}: {mean_psnr:.2f} dB / {mean_ssim:.4f} ({len(rows)} images)")
+    where = f" on {args.device}" if args.method == "memnet" else ""
+    print(f"evaluated {len(rows)} images in {time.perf_counter() - start:.1f} s{where}", file=sys.stderr)
     if args.json:
         print(json.dumps({"dataset": name, "task": args.task, LEVEL_NAMES[args.task]: args.level,
                           "method": args.method, "psnr": finite(mean_psnr), "ssim": mean_ssim,

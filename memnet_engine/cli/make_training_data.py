@@ -5,8 +5,7 @@ level of the task mixed in one set (SR x2/x3/x4, noise sigma 30/50/70, JPEG q10/
 31 x 31 patches at stride 21, shuffled through a bounded buffer into HDF5 files of at most
 --file-size patches. Point an HDF5Data layer's ``source`` at the printed list file.
 
-    python tools/make_training_data.py --task sr \\
-        --images ../shared/datasets/T91 ../shared/datasets/BSD200_train --out data/sr291
+    memnet-make-data --task sr --images ../shared/datasets/T91 ../shared/datasets/BSD200_train --out data/sr291
 """
 import argparse
 import sys
@@ -15,11 +14,12 @@ from ..memnet.data import PAPER_LEVELS, TASKS, TrainingSetSpec, build_training_s
 from ..memnet.data.builder import PATCH_SIZE, STRIDE
 from ..core.errors import MemnetError
 from ..memnet.imageops import list_images, read_image
+from .help_format import PlainHelpFormatter
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     levels = "; ".join(f"{task}: {' '.join(str(v) for v in values)}" for task, values in PAPER_LEVELS.items())
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=PlainHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS, help="restoration task")
     p.add_argument("--images", required=True, nargs="+", metavar="DIR", help="folders of training images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the .h5 files and the list file")

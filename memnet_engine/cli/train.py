@@ -9,7 +9,9 @@ Given a net instead of a solver, the settings of the original MemNet release are
 (caffe_files/*/MemNet_*_solver.prototxt of tyshiwo/MemNet: base_lr 0.1, momentum 0.9,
 weight_decay 1e-4, lr_policy step, gamma 0.1, stepsize 200000, clip_gradients 0.01 with the
 adjustable clipping of its patched Caffe, display 10000, snapshot 10000, max_iter 20000000);
-the solver-setting flags override them (and a solver file's settings).
+the solver-setting flags override them (and a solver file's settings).  A solver file's
+clip_gradients keeps BVLC Caffe's meaning (a fixed threshold on the global gradient norm);
+--adjustable-clip gives the release's (clip_gradients / current lr), as its patched Caffe did.
 
 Snapshots (``<prefix>_iter_N.caffemodel`` / ``.solverstate``), ``train.log`` (Caffe's glog format,
 readable by Caffe's tools/extra/parse_log.py) and ``loss_curve.png`` go to ``--out``.
@@ -21,6 +23,8 @@ import argparse
 import logging
 import os
 import sys
+import time
+from collections import deque
 
 import numpy as np
 from tqdm import tqdm
@@ -28,21 +32,23 @@ from tqdm import tqdm
 import memnet_engine as me
 from ..core.layers.hdf5_data import resolve
 from ..memnet.data import ensure_default_training_set
-from ..memnet.models.standard import TRAIN_SOURCE
+from ..memnet.models.standard import RELEASE_CLIPPING, RELEASE_TRAINING, TRAIN_SOURCE
 from ..core.net_param import filter_net
 from ..memnet.preview import write_sr_preview
 from ..core.prototxt import read_net_param, read_text_file, to_text
-from ..core.solver import IterationStats, read_solver
+from ..core.distributed import DataParallel, World, WeightsDrifted, launched_world
+from ..core.distributed.comm import Communicator
+from ..core.solver import IterationStats, TrainingDiverged, read_solver
+from ..core.solver.state import read_solver_state
+from .help_format import PlainHelpFormatter
+from .model_loading import gpu_available
 from .precise_bn import write_precise_bn_snapshot
 from .training_log import GlogFormatter, LossCurve, read_logged_losses
 
 pb = me.caffe_pb2
 log = logging.getLogger("memnet_engine.train")
+LOGGERS = ("memnet_engine", "py.warnings")  # what the console and train.log show
 
-# The solver of the original MemNet release (tyshiwo/MemNet, caffe_files/MemNet_M6R6_80C64 and
-# MemNet_M10R10_212C64 use the same one), with its patched Caffe's adjustable clipping switched on.
-PAPER_SOLVER = dict(base_lr=0.1, momentum=0.9, weight_decay=0.0001, lr_policy="step", gamma=0.1, stepsize=200000,
-                    clip_gradients=0.01, adjustable_clip=True, display=10000, max_iter=20000000, snapshot=10000)
 NET_FIELDS = {"net": "net_param", "train_net": "train_net_param"}
 OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weight_decay", "lr_policy": "lr_policy",
              "gamma": "gamma", "stepsize": "stepsize", "clip_gradients": "clip_gradients",
@@ -52,7 +58,7 @@ OVERRIDES = {"base_lr": "base_lr", "momentum": "momentum", "weight_decay": "weig
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=PlainHelpFormatter)
     ap.add_argument("model", nargs="?", metavar="SOLVER_OR_NET.prototxt",
                     help="a solver .prototxt, or a net .prototxt to train with MemNet's released solver settings")
     ap.add_argument("--solver", help="the solver .prototxt (instead of the positional argument)")
@@ -61,7 +67,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", help="folder for snapshots, train.log and loss_curve.png (default: runs/<net name>)")
     ap.add_argument("--device", choices=["cpu", "gpu"],
                     help="where to train (default: the solver's solver_mode if that device is available, else cpu)")
-    ap.add_argument("--gpu", type=int, metavar="ID", help="GPU number (implies --device gpu)")
+    ap.add_argument("--gpu", type=gpu_list, metavar="ID[,ID...]",
+                    help="GPU number (implies --device gpu); with several ranks (mpirun) a list: rank r uses the "
+                         "(r mod len)-th on its node (default: local rank mod the node's GPU count)")
+    ap.add_argument("--distributed", action="store_true",
+                    help="data-parallel training under mpirun even if the launcher's environment is not recognised "
+                         "(normally detected: mpirun -np K python tools/train.py ...)")
+    ap.add_argument("--check-weights-every", type=int, default=1000, metavar="N",
+                    help="with several ranks, verify every N iterations that all ranks hold the same weights "
+                         "(0: never; default %(default)s)")
     data = ap.add_argument_group("training data (the net's HDF5Data layers)")
     data.add_argument("--train-data", metavar="LIST", help="text file listing the .h5 training files (HDF5Data source)")
     data.add_argument("--batch-size", type=int, metavar="N", help="HDF5Data batch size")
@@ -84,8 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     solver.add_argument("--stepsize", type=int, help="iterations per lr step (200000)")
     solver.add_argument("--clip-gradients", type=float, metavar="C",
                         help="clip the global gradient L2 norm to C; < 0 disables (0.01)")
-    solver.add_argument("--adjustable-clip", action=argparse.BooleanOptionalAction, default=None,
-                        help="MemNet's adjustable clipping: threshold = clip_gradients / current lr (on)")
+    solver.add_argument(RELEASE_CLIPPING, action=argparse.BooleanOptionalAction, default=None,
+                        help="the MemNet release's clipping (its patched Caffe): threshold = clip_gradients / "
+                             "current lr.  Default: on for a net prototxt (the release's solver), off for a solver "
+                             "file (Caffe's stock clipping at clip_gradients, as BVLC Caffe reads the file)")
     solver.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations (10000)")
     solver.add_argument("--display", type=int, metavar="N", help="log the loss every N iterations (10000)")
     solver.add_argument("--seed", type=int, help="random seed (Caffe's random_seed): weight fillers and data "
@@ -125,9 +141,9 @@ def is_solver_file(path: str) -> bool:
 
 
 def paper_solver(net_name: str) -> pb.SolverParameter:
-    """MemNet's released solver (on the GPU when there is one)."""
+    """MemNet's released solver with its patched Caffe's clipping (on the GPU when there is one)."""
     mode = pb.SolverParameter.GPU if gpu_available() else pb.SolverParameter.CPU
-    return pb.SolverParameter(snapshot_prefix=net_name, solver_mode=mode, **PAPER_SOLVER)
+    return pb.SolverParameter(snapshot_prefix=net_name, solver_mode=mode, **RELEASE_TRAINING)
 
 
 def train_net_of(param: pb.SolverParameter, solver_dir: str) -> tuple[str, pb.NetParameter, str]:
@@ -206,9 +222,49 @@ def build_solver_param(args: argparse.Namespace) -> tuple[pb.SolverParameter, bo
     return param, uses_default
 
 
-def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
+def log_clipping(param: pb.SolverParameter, args: argparse.Namespace) -> None:
+    """Say which gradient clipping ``param`` (from ``build_solver_param(args)``) uses, and why; a solver file
+    whose clip_gradients keeps its stock meaning by default gets a warning naming the flag for the release's."""
+    path, flag = args.solver or args.model, args.adjustable_clip
+    solver_file = path if is_solver_file(path) else None
+    file_sets_it = solver_file is not None and flag is None and param.HasField("adjustable_clip")
+    clip, base_lr = float(param.clip_gradients), float(param.base_lr)
+    if clip < 0:
+        log.info("Gradient clipping: off (clip_gradients %g < 0)", clip)
+        return
+    if flag is not None:
+        why = RELEASE_CLIPPING if flag else "--no-" + RELEASE_CLIPPING[2:]
+    elif file_sets_it:
+        why = f"adjustable_clip: {str(param.adjustable_clip).lower()} in {solver_file}, a memnet-engine field " \
+              "that BVLC Caffe rejects"
+    else:
+        why = "the release's solver" if solver_file is None else f"the default for a solver file, {solver_file}"
+    at_base_lr = f"{clip / base_lr:g} at the base lr {base_lr:g}" if base_lr else "unbounded at lr 0"
+    if param.adjustable_clip:
+        log.info("Gradient clipping: the MemNet release's adjustable clipping (%s): global L2 norm clipped at "
+                 "clip_gradients / current lr (%s)", why, at_base_lr)
+        return
+    message = f"Gradient clipping: Caffe's stock clipping ({why}): global L2 norm clipped at {clip:g} at every lr"
+    if flag is None and not file_sets_it and solver_file is not None:
+        log.warning("%s.  The MemNet release's patched Caffe clips at clip_gradients / current lr (%s): add %s to "
+                    "train as the release did", message, at_base_lr, RELEASE_CLIPPING)
+    else:
+        log.info("%s", message)
+
+
+def gpu_list(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a GPU number or comma-separated list: {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"GPU numbers must be >= 0: {text!r}")
+    return ids
+
+
+def choose_device(args: argparse.Namespace, param: pb.SolverParameter, world: World = World()) -> str:
     wants_gpu = args.device == "gpu" or args.gpu is not None
-    gpu_id = args.gpu if args.gpu is not None else param.device_id
+    gpu_id = rank_gpu(args.gpu, world) if (args.gpu is not None or world.distributed) else param.device_id
     if wants_gpu:
         if not gpu_available():
             raise me.MemnetError("--device gpu: no CUDA GPU is available (CuPy missing or no device)")
@@ -220,12 +276,14 @@ def choose_device(args: argparse.Namespace, param: pb.SolverParameter) -> str:
     return "cpu"
 
 
-def gpu_available() -> bool:
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
-        return False
+def rank_gpu(ids: "list[int] | None", world: World) -> int:
+    """This rank's GPU: from the --gpu list, else its local rank modulo the node's GPU count."""
+    if ids:
+        return ids[world.local_rank % len(ids)]
+    if not gpu_available():
+        return 0
+    import cupy
+    return world.local_rank % cupy.cuda.runtime.getDeviceCount()
 
 
 # ---------------------------------------------------------------------------- output
@@ -239,12 +297,17 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def add_log_handler(handler: logging.Handler) -> logging.Handler:
-    """Send the engine's log records (glog format) to ``handler``."""
+def add_log_handler(handler: logging.Handler, quiet: bool = False) -> logging.Handler:
+    """Send the engine's log records and Python warnings (glog format) to ``handler`` (only warnings and
+    errors if ``quiet``)."""
     handler.setFormatter(GlogFormatter())
-    root = logging.getLogger("memnet_engine")
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
+    if quiet:
+        handler.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
     return handler
 
 
@@ -260,17 +323,55 @@ def solver_settings_text(param: pb.SolverParameter) -> str:
     return to_text(shown) + "\n".join(names)
 
 
+class IterationBar(tqdm):
+    """A tqdm bar whose rate and ETA come from the last ``window`` iterations, not counting start-up
+    and the first iteration (its one-time costs would inflate the estimate): '?' until two are done."""
+
+    def __init__(self, *args, window: int = 20, **kwargs):
+        self.iteration_ends: deque[float] = deque(maxlen=window + 1)
+        super().__init__(*args, **kwargs)
+
+    def update(self, n: int = 1) -> "bool | None":
+        self.iteration_ends.append(time.perf_counter())
+        return super().update(n)
+
+    @property
+    def format_dict(self) -> dict:
+        values = super().format_dict
+        values["rate"] = self.recent_rate()
+        return values
+
+    def recent_rate(self) -> float:
+        """Iterations per second between the recent iteration ends; 0.0 (shown as '?') before two."""
+        ends = self.iteration_ends
+        lapse = ends[-1] - ends[0] if len(ends) > 1 else 0.0
+        return (len(ends) - 1) / lapse if lapse > 0 else 0.0
+
+
+def loss_description(net: me.Net) -> str:
+    """What the solver's loss is: the net's one loss output, or the sum of its weighted loss outputs."""
+    weights = {name: layer.loss(j) for layer, tops in zip(net.layers, net.top_names)
+               for j, name in enumerate(tops) if layer.loss(j)}
+    names = list(weights)
+    if len(names) <= 1:
+        return f"the loss output {names[0]}" if names else "the net's loss"
+    shown = ", ".join(names if len(names) <= 3 else names[:2] + ["...", names[-1]])
+    weighting = "" if set(weights.values()) == {1.0} else " times their loss_weight"
+    return f"sum of the {len(names)} supervised losses{weighting}: {shown}"
+
+
 class Progress:
-    """A tqdm bar (loss, lr, it/s) fed by the solver's hooks, and the loss curve redrawn at each snapshot."""
+    """A tqdm bar (loss, lr, it/s, ETA) fed by the solver's hooks, and the loss curve redrawn at each snapshot."""
 
     def __init__(self, solver: me.SGDSolver, out: str):
         self.solver, self.png = solver, os.path.join(out, "loss_curve.png")
-        self.title = f"{solver.net.name}: training loss"
+        self.title = f"{solver.net.name}: training loss\n= {loss_description(solver.net)}"
         self.curve = LossCurve()
         for iteration, loss in read_logged_losses(os.path.join(out, "train.log"), before=solver.iter):
             self.curve.add(iteration, loss)
-        self.bar = tqdm(total=solver.param.max_iter, initial=solver.iter, desc=solver.net.name or "train",
-                        unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar = IterationBar(total=solver.param.max_iter, initial=solver.iter, desc=solver.net.name or "train",
+                                unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_postfix_str("first iteration running (slower than the next ones)")
         solver.iteration_hooks.append(self.on_iteration)
         solver.snapshot_hooks.append(lambda model, state: self.draw())
 
@@ -280,7 +381,7 @@ class Progress:
         self.bar.update(1)
 
     def draw(self) -> None:
-        self.curve.save_png(self.png, self.title)
+        self.curve.save_png(self.png, self.title, ylabel="loss")
 
     def close(self) -> None:
         self.bar.close()
@@ -299,23 +400,53 @@ def write_preview(net: me.Net, out: str) -> None:
              path, result.psnr_bicubic, result.psnr_restored)
 
 
+def check_resume_target(param: pb.SolverParameter, snapshot: str, max_iter_flag: "int | None") -> None:
+    """--max-iter is the total number of iterations: resuming at or past it would train nothing."""
+    done = read_solver_state(snapshot).iter
+    if param.max_iter > done:
+        return
+    if max_iter_flag is None:
+        given, hint = f"the solver's max_iter {param.max_iter}", f"pass --max-iter above {done}"
+    else:
+        more = max(max_iter_flag, 1)
+        given, hint = f"--max-iter {max_iter_flag}", f"--max-iter {done + more} trains {more} more"
+    raise me.MemnetError(f"{snapshot} is already at iteration {done}, and {given} counts all iterations, not how "
+                         f"many more: nothing to train ({hint})")
+
+
 # ---------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> int:
-    handlers = [add_log_handler(TqdmHandler())]
+    world = launched_world()
+    if args.distributed and not world.distributed:
+        world = mpi_world()
+    handlers = [add_log_handler(TqdmHandler(), quiet=not world.is_root)]
+    coordinator = None
     try:
         param, uses_default = build_solver_param(args)
         net_name = param.net_param.name or param.train_net_param.name or "net"
         out = args.out or os.path.join("runs", net_name)
         param.snapshot_prefix = os.path.join(out, os.path.basename(param.snapshot_prefix) or net_name)
-        os.makedirs(out, exist_ok=True)
-        handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
-        device = choose_device(args, param)
-        log.info("Using device %s", device)
+        if world.is_root:
+            os.makedirs(out, exist_ok=True)
+            handlers.append(add_log_handler(logging.FileHandler(os.path.join(out, "train.log"), encoding="utf-8")))
+        if args.snapshot:
+            check_resume_target(param, args.snapshot, args.max_iter)
+        device = choose_device(args, param, world)
+        log.info("Using device %s%s", device, f" on each of {world.size} ranks (data-parallel)"
+                 if world.distributed else "")
+        log_clipping(param, args)
         log.info("Initializing solver from parameters:\n%s", solver_settings_text(param))
+        if world.distributed:
+            coordinator = DataParallel(Communicator(world, device), check_every=args.check_weights_every)
+            coordinator.share_seed(param)
         solver = me.SGDSolver(param, device=device)
+        if coordinator is not None:
+            coordinator.attach(solver)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
-            solver.restore(args.snapshot)
+            coordinator.restore(solver, args.snapshot) if coordinator else solver.restore(args.snapshot)
+        if not world.is_root:
+            return run_follower(solver)
         progress = Progress(solver, out)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is reported once
@@ -327,35 +458,62 @@ def train(args: argparse.Namespace) -> int:
         if args.precise_bn and not solver.requested_early_exit:
             write_precise_bn_snapshot(solver.net, state[:-len(".solverstate")] + ".caffemodel", args.precise_bn)
         if args.preview if args.preview is not None else uses_default:
-            write_preview(solver.net, out)
+            if solver.requested_early_exit:
+                log.info("Stopped early: skipping the preview")
+            else:
+                write_preview(solver.net, out)
         if solver.requested_early_exit:
-            print(f"stopped at iteration {solver.iter}; resume with: --snapshot {state}", file=sys.stderr)
+            log.info("stopped at iteration %d; resume with: --snapshot %s", solver.iter, state)
         else:
-            print(f"done: {solver.iter} iterations; snapshot {state}; log {os.path.join(out, 'train.log')}; "
-                  f"loss curve {progress.png}", file=sys.stderr)
+            log.info("done: %d iterations; snapshot %s; log %s; loss curve %s", solver.iter, state,
+                     os.path.join(out, "train.log"), progress.png)
         return 0
-    except me.MemnetError as ex:
-        log.error("%s", ex)
+    except BaseException as ex:
+        if isinstance(ex, (me.MemnetError, OSError, KeyboardInterrupt)):
+            log.error("%s", failure_message(ex))  # into train.log; main prints it on the console
+        if coordinator is not None and not isinstance(ex, (TrainingDiverged, WeightsDrifted)):
+            log.error("rank %d failed (%s): stopping every rank", world.rank, type(ex).__name__)
+            coordinator.comm.abort(1)  # the other ranks would wait for this one forever
         raise
     finally:
-        root = logging.getLogger("memnet_engine")
+        logging.captureWarnings(False)
         for handler in handlers:
-            root.removeHandler(handler)
+            for logger in LOGGERS:
+                logging.getLogger(logger).removeHandler(handler)
             handler.close()
+
+
+def run_follower(solver: me.SGDSolver) -> int:
+    """A rank other than 0: train in step with rank 0, which logs, draws and snapshots."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        solver.solve()
+    return 0
+
+
+def mpi_world() -> World:
+    """The World as MPI itself reports it (for --distributed under a launcher we do not recognise)."""
+    from ..core.distributed.comm import mpi_module
+    comm = mpi_module().COMM_WORLD
+    local = comm.Split_type(mpi_module().COMM_TYPE_SHARED).Get_rank()
+    return World(comm.Get_rank(), comm.Get_size(), local)
+def failure_message(ex: BaseException) -> str:
+    """The one line a failed run ends with (on the console and in train.log)."""
+    if isinstance(ex, KeyboardInterrupt):
+        return "aborted (no snapshot written)"
+    if isinstance(ex, OSError):
+        return f"error: {ex.filename or ''}: {ex.strerror or ex}"
+    return f"error: {ex}"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except me.MemnetError as ex:
-        print(f"train.py: error: {ex}", file=sys.stderr)
+    except (me.MemnetError, OSError) as ex:
+        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
         return 1
-    except OSError as ex:
-        print(f"train.py: error: {ex.filename or ''}: {ex.strerror or ex}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("train.py: aborted (no snapshot written)", file=sys.stderr)
+    except KeyboardInterrupt as ex:
+        print(f"train.py: {failure_message(ex)}", file=sys.stderr)
         return 130
 
 

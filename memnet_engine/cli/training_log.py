@@ -6,14 +6,19 @@ that Caffe's ``tools/extra/parse_log.py`` (and ``plot_training_log.py``) read ou
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
+
+import numpy as np
 
 from ..core.atomic import atomic_output
 
 GLOG_LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
                logging.CRITICAL: "F"}
+SMOOTH_FROM = 10  # fewer points are drawn as they are, without a moving average
+MAX_WINDOW = 200
 DISPLAY_LINE = re.compile(r"Iteration (\d+) \(.*\), loss = ([-+]?(?:[\d.]+(?:[eE][-+]?\d+)?|inf|nan))")
 
 
@@ -59,25 +64,42 @@ class LossCurve:
             merged = [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in pairs]
             self.points = merged + self.points[len(merged) * 2:]
 
-    def save_png(self, path: str, title: str) -> None:
-        """Draw the curve (log scale when every loss is positive) and write it atomically."""
+    def save_png(self, path: str, title: str, ylabel: str = "training loss") -> None:
+        """Draw the raw losses and their moving average, on a log scale when every loss is positive;
+        write the PNG atomically."""
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
+        points = np.array([p for p in self.points if math.isfinite(p[1])], dtype=np.float64).reshape(-1, 2)
+        xs, ys = points[:, 0], points[:, 1]
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
         try:
-            if self.points:
-                xs, ys = zip(*self.points)
-                ax.plot(xs, ys, linewidth=1, marker="." if len(xs) < 50 else None)
-                if min(ys) > 0:
-                    ax.set_yscale("log")
+            log_scale = len(ys) > 0 and ys.min() > 0
+            ax.plot(xs, ys, linewidth=0.8, alpha=0.35 if len(ys) >= SMOOTH_FROM else 1.0, color="tab:blue",
+                    marker="." if len(ys) < 50 else None, label="each iteration")
+            if len(ys) >= SMOOTH_FROM:
+                window = min(MAX_WINDOW, max(2, len(ys) // 20))
+                span = (xs[-1] - xs[0]) / (len(xs) - 1) * window
+                ax.plot(xs[window - 1:], moving_average(ys, window), linewidth=2, color="tab:orange",
+                        label=f"moving average over {span:.0f} iterations")
+            if log_scale:
+                ax.set_yscale("log")
+            if len(ys):
+                ax.legend(loc="upper right")
             ax.set_xlabel("iteration")
-            ax.set_ylabel("training loss")
-            ax.set_title(title)
-            ax.grid(True, alpha=0.3)
+            ax.set_ylabel(ylabel + (" (log scale)" if log_scale else ""))
+            ax.set_title(title, fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            fig.tight_layout()
             with atomic_output(path) as f:
                 fig.savefig(f, format="png")
         finally:
             plt.close(fig)
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each run of ``window`` consecutive values (len(values) - window + 1 of them)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    return (sums[window:] - sums[:-window]) / window

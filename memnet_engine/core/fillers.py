@@ -21,6 +21,8 @@ def rng() -> np.random.Generator:
 
 def _fan(shape: tuple[int, ...], norm: int) -> float:
     count = int(np.prod(shape))
+    if count == 0:
+        raise NetError(f"xavier/msra fillers need a non-empty blob, got shape {shape}")
     fan_in = count / shape[0] if shape else count
     fan_out = count / shape[1] if len(shape) > 1 else count
     if norm == pb.FillerParameter.FAN_OUT:
@@ -36,6 +38,8 @@ def fill(param: pb.FillerParameter, shape: tuple[int, ...], dtype=np.float32) ->
     if kind == "constant":
         out = np.full(shape, param.value)
     elif kind == "gaussian":
+        if param.std < 0:
+            raise NetError(f"gaussian filler std must not be negative, got {param.std:g}")
         out = _rng.normal(param.mean, param.std, shape)
         if param.sparse >= 0:
             if len(shape) < 2:
@@ -43,6 +47,8 @@ def fill(param: pb.FillerParameter, shape: tuple[int, ...], dtype=np.float32) ->
             keep = _rng.random(shape) < param.sparse / shape[0]
             out = out * keep
     elif kind == "uniform":
+        if param.min > param.max:
+            raise NetError(f"uniform filler min {param.min:g} is above max {param.max:g}")
         out = _rng.uniform(param.min, param.max, shape)
     elif kind == "xavier":
         scale = np.sqrt(3.0 / _fan(shape, param.variance_norm))
@@ -51,6 +57,8 @@ def fill(param: pb.FillerParameter, shape: tuple[int, ...], dtype=np.float32) ->
         std = np.sqrt(2.0 / _fan(shape, param.variance_norm))
         out = _rng.normal(0.0, std, shape)
     elif kind == "positive_unitball":
+        if not shape or shape[0] == 0:
+            raise NetError(f"positive_unitball filler needs a non-empty blob of at least 1 axis, got shape {shape}")
         out = _rng.uniform(0.0, 1.0, shape)
         rows = out.reshape(shape[0], -1)
         rows /= rows.sum(axis=1, keepdims=True)

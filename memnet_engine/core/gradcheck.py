@@ -1,14 +1,16 @@
-"""Numerical gradient checks in the spirit of Caffe's GradientChecker.
+"""Numerical gradient checks in the spirit of Caffe's GradientChecker, and the golden comparison measure.
 
 The objective is ``L = sum_t <top_t, R_t>`` with fixed random ``R_t`` (so every top element
 is checked at once); the analytic gradient comes from one backward with top diffs ``R_t``,
 the numeric one from central differences, element by element, in float64.  As in Caffe an
 element passes when ``|analytic - numeric| <= threshold * max(|analytic|, |numeric|, 1)``;
 elements whose input lies within ``kink_range`` of ``kink`` are skipped (non-smooth points
-such as ReLU's 0).
+such as ReLU's 0).  A NaN or inf on either side fails its element: it never counts as "within
+the threshold".  ``scaled_error`` is the measure of the golden reference data, with the same rule.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -40,12 +42,21 @@ def _compare(report: GradientReport, what: str, analytic: np.ndarray, numeric: n
         if kink_range > 0 and abs(inputs[idx] - kink) < kink_range:
             continue
         a, n = float(analytic[idx]), float(numeric[idx])
-        scale = max(abs(a), abs(n), 1.0)
-        err = abs(a - n) / scale
+        err = abs(a - n) / max(abs(a), abs(n), 1.0) if math.isfinite(a) and math.isfinite(n) else math.inf
         report.checked += 1
         report.worst = max(report.worst, err)
-        if err > threshold:
+        if not err <= threshold:
             report.failures.append(f"{what}{list(idx)}: analytic {a:.6g}, numeric {n:.6g}")
+
+
+def scaled_error(ours, reference) -> float:
+    """max |ours - ref| / max(1, max |ref|) (the golden data's measure); inf when either array holds a
+    NaN or an inf, so that a non-finite value fails every threshold and wins every worst-error reduction."""
+    reference = np.asarray(to_numpy(reference), np.float64)
+    ours = np.asarray(to_numpy(ours), np.float64).reshape(reference.shape)
+    if not (np.isfinite(ours).all() and np.isfinite(reference).all()):
+        return math.inf
+    return float(np.abs(ours - reference).max(initial=0.0) / max(1.0, float(np.abs(reference).max(initial=0.0))))
 
 
 def check_gradients(objective: Callable[[], float], analytic: Callable[[], list[np.ndarray]],

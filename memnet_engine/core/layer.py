@@ -96,8 +96,18 @@ class Layer:
     def new_param(self, shape: Sequence[int], filler: pb.FillerParameter) -> Blob:
         """A parameter blob of ``shape`` on this layer's device, filled by ``filler``."""
         blob = Blob(shape, self.dtype, self.device)
-        blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))
+        try:
+            blob.data = self.xp.asarray(fill(filler, tuple(shape), self.dtype))
+        except NetError as ex:
+            raise NetError(f"layer '{self.name}': {ex}") from None
         return blob
+
+    def canonical_axis(self, blob: Blob, axis: int) -> int:
+        """Caffe's CanonicalAxisIndex of an axis the prototxt gives; out of range is a NetError naming the layer."""
+        try:
+            return blob.canonical_axis(axis)
+        except ValueError as ex:
+            raise NetError(f"layer '{self.name}': {ex}") from None
 
     def _check_counts(self, n_bottom: int, n_top: int) -> None:
         def bad(what: str, n: int, rule: str) -> NetError:

@@ -16,11 +16,12 @@ import numpy as np
 from . import layers as _layers  # noqa: F401  (registers every layer type)
 from .backend import CPU, GPU, parse_device
 from .blob import Blob
-from .errors import MemnetError, NetError
+from .errors import NetError
 from .layer import Layer, create_layer
 from .net_param import filter_net, insert_splits, upgrade_net_input
 from .proto import caffe_pb2 as pb
 from .prototxt import read_net_param
+from .workspace import Workspace
 
 TRAIN = pb.TRAIN
 TEST = pb.TEST
@@ -62,7 +63,7 @@ class Net:
 
     def __init__(self, net_file: "str | os.PathLike | pb.NetParameter", phase: "int | str" = TEST,
                  weights: "str | os.PathLike | None" = None, device: str = CPU, *, level: int = 0,
-                 stages: Iterable[str] = (), dtype=np.float32):
+                 stages: Iterable[str] = (), dtype=np.float32, math: str = "strict"):
         self.phase = parse_phase(phase)
         kind, self.device_id = parse_device(device)
         self.device = kind
@@ -94,8 +95,13 @@ class Net:
         self.inputs: list[str] = []
         self.learnable_params: list[LearnableParam] = []
         self._param_owner: dict[str, tuple[str, int]] = {}
+        # One scratch pool lent to all layers (they run one at a time), kept between iterations; ``math``
+        # is the GEMM precision on the GPU: "strict" float32 or "tf32" (see core/workspace.py).
+        self.workspace = Workspace(self.device, math)
         self._build(param, net_dir)
         self._plan_backward()
+        for layer in self.layers:
+            layer.workspace = self.workspace
         self.params: "OrderedDict[str, list[Blob]]" = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
         self.layer_dict: "OrderedDict[str, Layer]" = OrderedDict((layer.name, layer) for layer in self.layers)
@@ -136,12 +142,7 @@ class Net:
                     if lp.type == "Input":
                         self.inputs.append(name)
                 available[name] = None
-            try:
-                layer.setup(bottoms, tops)
-            except MemnetError:
-                raise
-            except (ValueError, IndexError, KeyError, TypeError, OSError) as ex:
-                raise NetError(f"layer '{lp.name}' ({lp.type}): {ex}") from ex
+            layer.setup(bottoms, tops)  # user mistakes raise NetError naming the layer; bugs surface as themselves
             need_backward |= self._append_params(layer)
             self.layers.append(layer)
             self.bottom_names.append(list(lp.bottom))
@@ -260,12 +261,7 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             bottoms, tops = self._layer_blobs(i)
-            try:
-                loss += self.layers[i].forward(bottoms, tops)
-            except MemnetError:
-                raise
-            except ValueError as ex:
-                raise NetError(f"layer '{self.layers[i].name}' ({self.layers[i].type}) forward: {ex}") from ex
+            loss += self.layers[i].forward(bottoms, tops)  # reshape raises NetError for a user's mistake
             for name in last_use.get(i, ()):
                 if name not in keep:
                     self.blobs[name].release()

@@ -10,7 +10,7 @@ forward pass (``keep_intermediates=False``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TILE = 150
 DEFAULT_OVERLAP = 16
+TileCallback = Callable[[int, int], None]  # (tiles done, tiles in the image): before the first tile, after each
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -58,21 +59,27 @@ def run_net(net: "Net", image: np.ndarray) -> np.ndarray:
     return result.reshape(image.shape).astype(np.float32, copy=False)
 
 
-def restore(net: "Net", image: np.ndarray, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+def restore(net: "Net", image: np.ndarray, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+            on_tile: "TileCallback | None" = None) -> np.ndarray:
     """Restore a 2-D float image (on the [0, 1] scale) with a deploy net, tile by tile."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"restore: expected a 2-D image, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.float32)
-    for r0, r1, cr0, cr1 in tile_spans(image.shape[0], tile, overlap):
-        for c0, c1, cc0, cc1 in tile_spans(image.shape[1], tile, overlap):
+    rows, cols = tile_spans(image.shape[0], tile, overlap), tile_spans(image.shape[1], tile, overlap)
+    if on_tile is not None:
+        on_tile(0, len(rows) * len(cols))
+    for i, (r0, r1, cr0, cr1) in enumerate(rows):
+        for j, (c0, c1, cc0, cc1) in enumerate(cols):
             piece = run_net(net, np.ascontiguousarray(image[cr0:cr1, cc0:cc1]))
             out[r0:r1, c0:c1] = piece[r0 - cr0:r1 - cr0, c0 - cc0:c1 - cc0]
+            if on_tile is not None:
+                on_tile(i * len(cols) + j + 1, len(rows) * len(cols))
     return out
 
 
 def restore_image(net: "Net", image: np.ndarray, task: str, scale: int = 1, tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+                  overlap: int = DEFAULT_OVERLAP, on_tile: "TileCallback | None" = None) -> np.ndarray:
     """Restore a uint8 gray or RGB image; returns uint8 of the same kind.
 
     The net runs on Y (gray images: on the image); Cb/Cr are kept, or bicubic-upscaled for SR.
@@ -83,7 +90,7 @@ def restore_image(net: "Net", image: np.ndarray, task: str, scale: int = 1, tile
     channels = to_double(rgb2ycbcr(image) if image.ndim == 3 else image[..., None])
     if task == "sr":
         channels = imresize(channels, scale)
-    y = restore(net, channels[..., 0], tile, overlap)
+    y = restore(net, channels[..., 0], tile, overlap, on_tile)
     planes = [to_uint8(y * np.float32(255))]
     planes += [to_uint8(np.float32(c) * np.float32(255)) for c in np.moveaxis(channels[..., 1:], -1, 0)]
     return ycbcr2rgb(np.stack(planes, axis=-1)) if image.ndim == 3 else planes[0]

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from memnet_engine import Blob, create_layer
+from memnet_engine.core.gradcheck import scaled_error
 from memnet_engine.core.proto import caffe_pb2 as pb
 from memnet_engine.core.prototxt import parse_text
 
@@ -17,17 +18,10 @@ def host(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.array(array)
 
 
-def relative_error(ours, reference) -> float:
-    """max |ours - ref| / max(1, max |ref|): the golden README's measure (NaN counts as failure)."""
-    ours = host(ours).astype(np.float64)
-    reference = np.asarray(reference, np.float64).reshape(ours.shape)
-    if np.isnan(ours).any():
-        return float("inf")
-    return float(np.abs(ours - reference).max(initial=0.0)) / max(1.0, float(np.abs(reference).max(initial=0.0)))
-
-
 def assert_close(ours, reference, tol: float, what: str = "") -> None:
-    err = relative_error(ours, reference)
+    """The golden README's measure (``scaled_error``: a NaN or inf on either side fails) within ``tol``."""
+    reference = host(reference)
+    err = scaled_error(host(ours).reshape(reference.shape), reference)
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 

@@ -60,7 +60,7 @@ def test_use_global_stats_overrides_phase(make_layer):
 def test_statistics_are_never_learned(make_layer):
     layer, _, _ = make_layer(BN.format(top="y", options=""), [(2, 2, 2, 2)])
     assert [p.lr_mult for p in layer.param.param] == [0, 0, 0]
-    with pytest.raises(ValueError, match="lr_mult"):
+    with pytest.raises(me.NetError, match="layer .*: BatchNorm statistics cannot be learned: set lr_mult"):
         make_layer(BN.format(top="y", options="param { lr_mult: 1 }"), [(2, 2, 2, 2)])
 
 

@@ -1,9 +1,13 @@
-"""Convolution: forward against a direct loop implementation, gradient checks per configuration."""
+"""Convolution: forward against a direct loop implementation, gradient checks per configuration,
+the CPU's chunking (bands of rows, groups of images) and its steady state without allocations."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
 import memnet_engine as me
 from memnet_engine.core.gradcheck import check_layer
+from memnet_engine.core.layers import convolution
 
 CONFIGS = {
     "3x3_pad1": ("kernel_size: 3 pad: 1", (2, 3, 5, 4), 4),
@@ -14,6 +18,12 @@ CONFIGS = {
     "rect_hw_fields": ("kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2", (2, 2, 5, 6), 3),
     "1x1_nobias": ("kernel_size: 1 bias_term: false", (2, 5, 3, 4), 3),
     "1x1_stride2": ("kernel_size: 1 stride: 2", (2, 3, 5, 5), 2),
+    "1x1_group2": ("kernel_size: 1 group: 2", (2, 4, 3, 3), 4),
+    "rect_2x3_pad_dilation": ("kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 2 stride_h: 2 stride_w: 1 dilation: 2",
+                              (2, 2, 6, 7), 3),
+    "single_image": ("kernel_size: 3 pad: 1", (1, 3, 4, 6), 2),
+    "taps_wholly_in_padding": ("kernel_size: 3 pad: 3 stride: 2", (2, 2, 4, 5), 2),
+    "pad_beyond_kernel": ("kernel_size: 3 pad: 3", (2, 2, 4, 3), 2),  # its transposed convolution crops
 }
 
 
@@ -96,3 +106,120 @@ def test_fillers_follow_caffe_scales(make_layer):
     assert weights.shape == (64, 32, 3, 3)
     assert abs(weights.std() - np.sqrt(2.0 / (32 * 9))) < 0.01
     np.testing.assert_array_equal(layer.blobs[1].data, np.full(64, 0.25))
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "stride_group_dilation", "rect_2x3_pad_dilation", "1x1_group2",
+                                  "taps_wholly_in_padding", "dilation2", "pad_beyond_kernel"])
+@pytest.mark.parametrize("bands", [True, False], ids=["row_bands", "image_groups"])
+def test_chunked_cpu_path_matches_and_passes_gradient_checks(make_layer, monkeypatch, name, bands) -> None:
+    """A tiny column budget cuts outputs into one-row bands (written in place) or groups of whole images
+    (staged channel-major); results must equal the one-chunk path."""
+    options, shape, num_output = CONFIGS[name]
+    shape = (3,) + shape[1:]
+    layer, bottoms, tops = make_layer(conv_text(options, num_output), [shape])
+    dy = np.random.default_rng(5).standard_normal(tops[0].shape)
+
+    def run():
+        layer.forward(bottoms, tops)
+        tops[0].diff = dy.copy()
+        for blob in layer.blobs:
+            blob.diff = np.zeros(blob.shape)
+        layer.backward(tops, [True], bottoms)
+        return [tops[0].data.copy(), bottoms[0].diff.copy()] + [b.diff.copy() for b in layer.blobs]
+
+    whole = run()
+    image_bytes = layer._column_rows * layer.out_hw[0] * layer.out_hw[1] * 8
+    monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 1 if bands else 2 * image_bytes)
+    chunks = layer._cpu_chunks(shape[0], layer.out_hw, layer._column_rows, layer.geometry.is_pointwise)
+    if bands:
+        assert all(n1 - n0 == 1 and r1 - r0 == 1 for n0, n1, r0, r1 in chunks)
+    elif not layer.geometry.is_pointwise:
+        assert max(n1 - n0 for n0, n1, _, _ in chunks) == 2 and len(chunks) == 2
+    for ours, reference in zip(run(), whole):
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    check_layer(layer, bottoms, tops).assert_ok()
+
+
+def test_im2col_of_a_band_is_the_band_of_the_columns() -> None:
+    g = convolution.ConvGeometry((3, 2), (1, 2), (2, 1), (1, 2))
+    x = np.random.default_rng(4).standard_normal((2, 3, 7, 6))
+    out_hw = g.output_size(7, 6)
+    whole = convolution.im2col(x, g, out_hw).reshape(-1, 2, out_hw[0], out_hw[1])
+    for rows in [(0, 1), (1, 3), (out_hw[0] - 1, out_hw[0])]:
+        band = convolution.im2col(x[1:], g, out_hw, rows)
+        np.testing.assert_array_equal(band, whole[:, 1, rows[0]:rows[1]].reshape(band.shape[0], -1))
+
+
+def _conv_net(channels: int, batch: int, size: int, dtype=np.float32) -> me.Net:
+    convs = "".join(
+        f'layer {{ name: "c{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"c{i - 1}"}" top: "c{i}" '
+        f'convolution_param {{ num_output: {1 if i == 2 else channels} kernel_size: {1 if i == 1 else 3} '
+        f'pad: {0 if i == 1 else 1} weight_filler {{ type: "gaussian" std: 0.05 }} }} }}'
+        for i in range(3))
+    text = (f'layer {{ name: "in" type: "Input" top: "data" top: "label" input_param {{ shape {{ dim: {batch} '
+            f'dim: 1 dim: {size} dim: {size} }} }} }} {convs} '
+            'layer { name: "loss" type: "EuclideanLoss" bottom: "c2" bottom: "label" top: "loss" }')
+    net = me.Net(me.core.prototxt.parse_text(text, me.caffe_pb2.NetParameter(), "conv net"), phase=me.TRAIN,
+                 dtype=dtype)
+    rs = np.random.default_rng(0)
+    for name in ("data", "label"):
+        net.blobs[name].data[...] = rs.random(net.blobs[name].shape)
+    return net
+
+
+@pytest.mark.parametrize("batch, size, bands", [(4, 64, False), (1, 128, True)], ids=["one_batch_gemm", "row_bands"])
+def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, bands) -> None:
+    """After a first step, forward + backward of the convolutions allocate no buffer: tops, bottom diffs and
+    scratch columns are reused, so traced memory does not grow and peaks far below one activation (1 MiB)."""
+    if bands:
+        monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 256 * 1024)
+    net = _conv_net(channels=16, batch=batch, size=size)
+    convs = [i for i, layer in enumerate(net.layers) if layer.type == "Convolution"]
+    first, last = convs[0], convs[-1]
+    activation_bytes = net.blobs["c0"].count * 4
+
+    def conv_step():
+        net.forward_range(first, last)
+        net.backward_range(last, first)
+
+    net.forward_backward()
+    conv_step()
+    layer = net.layers[first]
+    chunks = layer._cpu_chunks(batch, layer.out_hw, layer._column_rows, False)
+    assert all((n1 - n0 == 1) == bands for n0, n1, _, _ in chunks)
+    workspace = net.workspace.nbytes
+    assert workspace > 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3):
+            conv_step()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert current - before < 64 * 1024, f"traced memory grew by {current - before} bytes"  # Python free lists
+    assert activation_bytes == 1 << 20
+    # Thread-pool bookkeeping peaks near 70 KiB; one image's activation (the smallest large buffer) is 256 KiB.
+    assert peak - before < activation_bytes // 8, f"a step peaked {peak - before} bytes higher"
+    assert net.workspace.nbytes == workspace
+    assert np.isfinite(net.blobs["c0"].diff).all() and np.abs(net.params["c0"][0].diff).sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 6, 5), (1, 4, 12, 7)], ids=["image_groups", "row_bands"])
+def test_results_do_not_depend_on_the_number_of_blas_workers(make_layer, monkeypatch, shape) -> None:
+    """Chunks are shared among worker threads; partial weight and bias sums are added at the end."""
+    layer, bottoms, tops = make_layer(conv_text("kernel_size: 3 pad: 1 group: 2", 4), [shape])
+    dy = np.random.default_rng(6).standard_normal(tops[0].shape)
+    results = []
+    for workers in (1, 3):
+        monkeypatch.setattr(convolution.blas, "workers", lambda: workers)
+        chunks = layer._cpu_chunks(shape[0], layer.out_hw, layer._column_rows, False)
+        assert len(chunks) >= workers
+        layer.forward(bottoms, tops)
+        tops[0].diff = dy.copy()
+        for blob in layer.blobs:
+            blob.diff = np.ones(blob.shape)  # gradients accumulate onto what is there
+        layer.backward(tops, [True], bottoms)
+        results.append([tops[0].data.copy(), bottoms[0].diff.copy()] + [b.diff.copy() for b in layer.blobs])
+    for one, three in zip(*results):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)

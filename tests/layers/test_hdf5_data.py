@@ -54,5 +54,5 @@ def test_missing_dataset_and_missing_list_are_clear(tmp_path):
         data_net(tmp_path, "a.h5\n", batch=1)
     text = 'layer { name: "d" type: "HDF5Data" top: "data" hdf5_data_param { source: "nope.txt" batch_size: 1 } }'
     (tmp_path / "n.prototxt").write_text(text)
-    with pytest.raises(me.NetError, match="cannot read HDF5 source list 'nope.txt'"):
+    with pytest.raises(me.NetError, match="HDF5 source list 'nope.txt' not found .*: make one with memnet-make-data"):
         me.Net(str(tmp_path / "n.prototxt"), phase=me.TRAIN)

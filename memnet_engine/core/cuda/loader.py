@@ -20,7 +20,7 @@ from ..backend import cupy_module
 KERNELS: dict[str, tuple[str, ...]] = {
     "activation": ("relu_forward", "relu_backward"),
     "batchnorm": ("bn_batch_stats", "bn_global_stats", "bn_normalize", "bn_backward"),
-    "copy": ("concat_copy", "nchw_to_cm", "cm_to_nchw"),
+    "copy": ("concat_copy",),
     "eltwise": ("weighted_sum", "eltwise_prod", "eltwise_prod_grad", "eltwise_max", "eltwise_max_backward"),
     "im2col": ("im2col", "col2im"),
     "loss": ("euclidean_backward",),

@@ -7,6 +7,7 @@ false) batch statistics are used and the running sums updated; in TEST the store
 from __future__ import annotations
 
 from ..cuda import batchnorm as gpu
+from ..errors import NetError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
 
@@ -31,7 +32,8 @@ class BatchNormLayer(Layer):
             if i == len(self.param.param):
                 self.param.param.add(lr_mult=0)
             elif self.param.param[i].lr_mult != 0:
-                raise ValueError("BatchNorm statistics cannot be learned: set lr_mult: 0 on its params")
+                raise NetError(f"layer '{self.name}': BatchNorm statistics cannot be learned: set lr_mult: 0 on its "
+                               "params")
 
     def reshape(self, bottoms, tops) -> None:
         tops[0].reshape(bottoms[0].shape)

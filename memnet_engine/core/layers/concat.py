@@ -19,7 +19,7 @@ class ConcatLayer(Layer):
     def reshape(self, bottoms, tops) -> None:
         p = self.param.concat_param
         first = bottoms[0]
-        axis = int(p.concat_dim) if p.HasField("concat_dim") else first.canonical_axis(p.axis)
+        axis = self.canonical_axis(first, int(p.concat_dim) if p.HasField("concat_dim") else p.axis)
         self.axis = axis
         shape = list(first.shape)
         for b in bottoms[1:]:

@@ -4,6 +4,8 @@ As in Caffe: files are read whole, one at a time, in list order (shuffled with
 ``shuffle``, which also permutes the rows within each file); batches wrap around.
 Relative paths are tried from the working directory first (Caffe's rule) and then from
 the folder of the net file (``source``) or of the list file (the .h5 names).
+In data-parallel training (``shard``) rank r of K keeps the rows r, r + K, r + 2K, ... of that
+stream, as Caffe 1.0's HDF5DataLayer::Skip does for its solvers.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class HDF5DataLayer(DataLayer):
         try:
             with open(source, encoding="utf-8") as f:
                 names = [line.strip() for line in f if line.strip()]
+        except FileNotFoundError:
+            raise NetError(f"layer '{self.name}': HDF5 source list '{p.source}' not found (looked in the working "
+                           f"directory and next to the net): make one with memnet-make-data, or train with "
+                           "memnet-train, which uses a built-in set when data/train_list.txt is missing") from None
         except OSError as ex:
             raise NetError(f"layer '{self.name}': cannot read HDF5 source list '{p.source}': {ex.strerror}") from None
         if not names:
@@ -47,9 +53,12 @@ class HDF5DataLayer(DataLayer):
         self.files = [resolve(name, folder) for name in names]
         self.batch_size, self.shuffle = int(p.batch_size), p.shuffle
         self.file_order = np.arange(len(self.files))
+        # its own generator, seeded from the global one: the order depends on the seed, not on other layers' draws
+        self.rng = np.random.default_rng(rng().integers(2**63))
         if self.shuffle:
-            rng().shuffle(self.file_order)
+            self.rng.shuffle(self.file_order)
         self.current_file = 0
+        self.shard_rank, self.shard_count = 0, 1
         self._load(self.files[self.file_order[0]], [self.param.top[i] for i in range(len(tops))])
         for top, array in zip(tops, self.arrays):
             top.reshape((self.batch_size,) + array.shape[1:])
@@ -66,12 +75,12 @@ class HDF5DataLayer(DataLayer):
                 self.arrays = [np.asarray(f[d], dtype=self.dtype) for d in datasets]
         except OSError as ex:
             raise NetError(f"layer '{self.name}': cannot read HDF5 file '{path}': {ex}") from None
-        rows = {a.shape[0] for a in self.arrays}
+        rows = {a.shape[0] if a.ndim else 0 for a in self.arrays}
         if len(rows) != 1 or 0 in rows:
             raise NetError(f"layer '{self.name}': datasets in {path} must have the same, non-zero number of rows")
         self.rows = np.arange(self.arrays[0].shape[0])
         if self.shuffle:
-            rng().shuffle(self.rows)
+            self.rng.shuffle(self.rows)
         self.current_row = 0
 
     def _next(self) -> None:
@@ -83,27 +92,38 @@ class HDF5DataLayer(DataLayer):
             if self.current_file == len(self.files):
                 self.current_file = 0
                 if self.shuffle:
-                    rng().shuffle(self.file_order)
+                    self.rng.shuffle(self.file_order)
             self._load(self.files[self.file_order[self.current_file]], [self.param.top[i] for i in range(len(self.arrays))])
         elif self.shuffle:
-            rng().shuffle(self.rows)
+            self.rng.shuffle(self.rows)
         self.current_row = 0
 
     def reshape(self, bottoms, tops) -> None:
         for top, array in zip(tops, self.arrays):
             top.reshape((self.batch_size,) + array.shape[1:])
 
+    def shard(self, rank: int, count: int) -> None:
+        """From now on keep only rows ``offset % count == rank`` of the row stream (data-parallel rank)."""
+        if not 0 <= rank < count:
+            raise ValueError(f"shard rank {rank} is not in 0..{count - 1}")
+        self.shard_rank, self.shard_count = int(rank), int(count)
+
     def next_batch(self) -> list[np.ndarray]:
         """The next ``batch_size`` rows of every dataset (host arrays)."""
         picks = []
         for _ in range(self.batch_size):
+            self._skip_rows(self.shard_rank)
             picks.append((self.arrays, self.rows[self.current_row]))
             self._next()
+            self._skip_rows(self.shard_count - self.shard_rank - 1)
         return [np.stack([arrays[k][row] for arrays, row in picks]) for k in range(len(self.arrays))]
 
     def skip_batches(self, n: int) -> None:
         """Advance as ``n`` forward passes would (same rows, files and shuffles) without building batches."""
-        remaining = int(n) * self.batch_size
+        self._skip_rows(int(n) * self.batch_size * self.shard_count)
+
+    def _skip_rows(self, remaining: int) -> None:
+        """Advance the row stream by ``remaining`` rows (loading and shuffling files as reading would)."""
         while remaining > 0:
             step = min(remaining, len(self.rows) - 1 - self.current_row)
             self.current_row += step

@@ -15,7 +15,11 @@ class InputLayer(DataLayer):
             raise NetError(f"layer '{self.name}': give one input shape, or one per top ({len(tops)})")
         for i, top in enumerate(tops):
             if shapes:
-                top.reshape(tuple(shapes[0 if len(shapes) == 1 else i].dim))
+                shape = tuple(shapes[0 if len(shapes) == 1 else i].dim)
+                if any(d < 0 for d in shape):
+                    raise NetError(f"layer '{self.name}': input '{self.param.top[i]}' has a negative dimension "
+                                   f"{shape}")
+                top.reshape(shape)
 
     def reshape(self, bottoms, tops) -> None:
         """The user reshapes input blobs directly; nothing to do."""

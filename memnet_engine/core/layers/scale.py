@@ -27,7 +27,7 @@ class ScaleLayer(Layer):
             return
         x = bottoms[0]
         if len(bottoms) == 1:
-            axis = x.canonical_axis(p.axis)
+            axis = self.canonical_axis(x, p.axis)
             if p.num_axes < -1:
                 raise NetError(f"layer '{self.name}': num_axes must be >= -1")
             end = None if p.num_axes == -1 else axis + p.num_axes
@@ -48,7 +48,7 @@ class ScaleLayer(Layer):
 
     def reshape(self, bottoms, tops) -> None:
         x, s = bottoms[0], self._scale_blob(bottoms)
-        axis = 0 if s.num_axes == 0 else x.canonical_axis(self.param.scale_param.axis)
+        axis = 0 if s.num_axes == 0 else self.canonical_axis(x, self.param.scale_param.axis)
         if x.shape[axis:axis + s.num_axes] != s.shape:
             raise NetError(f"layer '{self.name}': scale shape {s.shape} does not match bottom shape {x.shape} "
                            f"at axis {axis}")

@@ -45,6 +45,26 @@ class IterationStats:
     lr: float               # the rate used for this update
 
 
+class SingleProcess:
+    """How a lone solver coordinates with other ranks: it has none (see distributed.DataParallel)."""
+
+    size, is_root = 1, True
+
+    def gradients_ready(self, solver: "Solver") -> None:
+        """Called once the iteration's gradients are complete, before clipping and the update."""
+
+    def any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` is true on any rank."""
+        return bool(flag)
+
+    def updated(self, solver: "Solver") -> None:
+        """Called after each update."""
+
+    def agree(self, request: "str | None") -> "str | None":
+        """The stop/snapshot request every rank acts on."""
+        return request
+
+
 def _skip_batches(net: Net, batches: int) -> None:
     """Advance every data layer of ``net`` by ``batches`` forward passes (same rows, same RNG draws)."""
     if batches <= 0:
@@ -110,6 +130,7 @@ class Solver:
         self.snapshot_hooks: list[Callable[[str, str], None]] = []
         self._losses: list[np.float32] = []
         self._request: "str | None" = None
+        self.coordinator: SingleProcess = SingleProcess()
 
     # ------------------------------------------------------------------ construction helpers
     def _train_source(self) -> "str | pb.NetParameter":
@@ -173,10 +194,12 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += f32(self.net.forward_backward())
             loss /= f32(p.iter_size)
-            if not np.isfinite(loss):
-                raise TrainingDiverged(f"iteration {self.iter}: the loss is {float(loss)}; training stopped before "
-                                       "updating the weights (the last snapshot, if any, is kept). Lower base_lr "
-                                       "or clip the gradients (clip_gradients)")
+            self.coordinator.gradients_ready(self)
+            if self.coordinator.any_rank(not np.isfinite(loss)):
+                where = f"the loss is {float(loss)}" if not np.isfinite(loss) else "the loss of another rank diverged"
+                raise TrainingDiverged(f"iteration {self.iter}: {where}; training stopped before updating the "
+                                       "weights (the last snapshot, if any, is kept). Lower base_lr or clip the "
+                                       "gradients (clip_gradients)")
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 lapse = time.perf_counter() - timer
@@ -187,9 +210,10 @@ class Solver:
                 self._log_outputs("Train", self.net, {n: self.net.blobs[n].data for n in self.net.outputs})
             rate = self.apply_update()
             self.iter += 1
+            self.coordinator.updated(self)
             for hook in self.iteration_hooks:
                 hook(IterationStats(self.iter, float(loss), float(self.smoothed_loss), float(rate)))
-            request = self._take_request()
+            request = self.coordinator.agree(self._take_request())
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
                 self.snapshot()
             if request == STOP:
@@ -268,7 +292,8 @@ class Solver:
         sums: dict[str, np.ndarray] = {}
         loss = f32(0)
         for _ in range(batches):
-            request = self._take_request()
+            # with several ranks, requests wait for the agreement at the end of the iteration
+            request = self._take_request() if self.coordinator.size == 1 else None
             while request is not None:
                 if request == SNAPSHOT:
                     self.snapshot()
@@ -306,6 +331,8 @@ class Solver:
         """Write ``{prefix}_iter_{iter}.caffemodel`` and ``.solverstate``; returns the solverstate path."""
         prefix = self.param.snapshot_prefix
         model = snapshot_filename(prefix, self.iter, ".caffemodel")
+        if not self.coordinator.is_root:  # data-parallel ranks hold the same weights: rank 0 writes them
+            return snapshot_filename(prefix, self.iter, ".solverstate")
         log.info("Snapshotting to binary proto file %s", model)
         write_binary_atomic(model, net_to_proto(self.net, write_diff=self.param.snapshot_diff))
         state = snapshot_filename(prefix, self.iter, ".solverstate")
@@ -326,9 +353,9 @@ class Solver:
         state = read_solver_state(path)
         self.restore_solver_state(state, path)
         self.iter, self.current_step = int(state.iter), int(state.current_step)
-        self._replay_data(self.iter)
+        self.replay_data(self.iter)
 
-    def _replay_data(self, iterations: int) -> None:
+    def replay_data(self, iterations: int) -> None:
         """Advance the train and test data layers in the order ``iterations`` iterations consumed them."""
         p = self.param
         done = 0

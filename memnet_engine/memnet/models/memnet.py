@@ -68,7 +68,8 @@ class MemNetConfig:
 
 def memnet_train_net(config: MemNetConfig, *, source: str, batch_size: int, shuffle: bool = True,
                      name: "str | None" = None) -> pb.NetParameter:
-    """The training net: HDF5Data (``data``, ``label``) from ``source`` and EuclideanLoss losses."""
+    """The training net: HDF5Data (``data``, ``label``; TRAIN phase only, as in the release) from ``source``
+    and EuclideanLoss losses."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     net = pb.NetParameter(name=name or config.default_name)
@@ -76,6 +77,7 @@ def memnet_train_net(config: MemNetConfig, *, source: str, batch_size: int, shuf
     data.hdf5_data_param.source = source
     data.hdf5_data_param.batch_size = batch_size
     data.hdf5_data_param.shuffle = shuffle
+    data.include.add(phase=pb.TRAIN)
     _add_body(net, config, with_losses=True)
     return net
 

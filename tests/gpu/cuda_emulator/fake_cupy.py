@@ -27,6 +27,7 @@ GUARD = 64  # bytes of guard before and after every allocation
 GUARD_BYTE = 0xA7
 _guarded: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
 memory = {"live": 0, "peak": 0}  # bytes of device arrays alive now / at most since reset_peak()
+_memory_hooks: list = []  # entered cupy.cuda.memory_hook.MemoryHook instances, told of every malloc and free
 
 
 def reset_peak() -> None:
@@ -35,6 +36,8 @@ def reset_peak() -> None:
 
 def _freed(nbytes: int) -> None:
     memory["live"] -= nbytes
+    for hook in list(_memory_hooks):
+        hook.free_postprocess(device_id=0, mem_size=nbytes, mem_ptr=0, pmem_id=0)
 SCALAR_TYPES = {"f": np.float32, "d": np.float64, "i": np.int32}
 POINTEE_DTYPES = {"Pf": np.float32, "Pd": np.float64, "Pi": np.int32}
 
@@ -63,6 +66,11 @@ class ndarray(np.ndarray):
     def get(self) -> np.ndarray:
         return np.array(self.view(np.ndarray), copy=True)
 
+    @property
+    def data(self) -> "MemoryPointer":
+        """The device address of the first element (CuPy's ``ndarray.data``), for cuBLAS calls."""
+        return MemoryPointer(self.ctypes.data)
+
 
 def _device(value):
     if isinstance(value, tuple):
@@ -87,6 +95,8 @@ def _allocate(shape, dtype) -> ndarray:
     memory["live"] += nbytes
     memory["peak"] = max(memory["peak"], memory["live"])
     weakref.finalize(raw, _freed, nbytes)
+    for hook in list(_memory_hooks):
+        hook.malloc_postprocess(device_id=0, size=nbytes, mem_size=nbytes, mem_ptr=raw.ctypes.data, pmem_id=0)
     return array
 
 
@@ -227,25 +237,7 @@ class RawModule:
         return RawKernel(self._kernels[name])
 
 
-# ---------------------------------------------------------------- cupy.cublas / cupy.cuda
-def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
-    assert a.ndim == b.ndim == 2 and a.dtype == b.dtype
-    op_a = a.view(np.ndarray).T if transa == "T" else a.view(np.ndarray)
-    op_b = b.view(np.ndarray).T if transb == "T" else b.view(np.ndarray)
-    assert op_a.shape[1] == op_b.shape[0]
-    product = alpha * (op_a @ op_b)
-    if out is None:
-        return array(product.astype(a.dtype))
-    assert out.shape == product.shape and out.dtype == a.dtype
-    target = out.view(np.ndarray)
-    target[...] = product if beta == 0 else product + beta * target
-    return out
-
-
-cublas = types.ModuleType("cupy.cublas")
-cublas.gemm = _gemm
-
-
+# ---------------------------------------------------------------- cupy.cuda
 class Device:
     def __init__(self, device=None):
         self.id = 0 if device is None else int(device)
@@ -263,15 +255,17 @@ class Device:
 
 
 class MemoryHook:
-    """cupy.cuda.memory_hook.MemoryHook: entered and left; the emulator reports live bytes itself."""
+    """cupy.cuda.memory_hook.MemoryHook: while entered, told of every device allocation and free
+    (``mem_size`` = the array's bytes; CuPy's pool would round them up to 512)."""
 
     name = "MemoryHook"
 
     def __enter__(self):
+        _memory_hooks.append(self)
         return self
 
     def __exit__(self, *_):
-        pass
+        _memory_hooks.remove(self)
 
     def malloc_postprocess(self, **kwargs):
         pass
@@ -281,7 +275,7 @@ class MemoryHook:
 
 
 def get_default_memory_pool():
-    return types.SimpleNamespace(used_bytes=lambda: memory["live"])
+    return types.SimpleNamespace(used_bytes=lambda: memory["live"], free_all_blocks=lambda: None)
 
 
 cuda = types.ModuleType("cupy.cuda")
@@ -294,10 +288,93 @@ memory_hook.MemoryHook = MemoryHook
 cuda.memory_hook = memory_hook
 
 
+# ---------------------------------------------------------------- cuBLAS (cupy.cuda.cublas)
+class MemoryPointer:
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+
+CUDA_R_32F, CUDA_R_64F = 0, 1  # cudaDataType_t
+_DATA_TYPES = {CUDA_R_32F: np.dtype(np.float32), CUDA_R_64F: np.dtype(np.float64)}
+# cublasComputeType_t -> the data type it computes; 77 (FAST_TF32) rounds float32 inputs to TF32
+_COMPUTE_TYPES = {68: np.dtype(np.float32), 69: np.dtype(np.float32), 77: np.dtype(np.float32),
+                  70: np.dtype(np.float64), 71: np.dtype(np.float64)}
+_COMPUTE_32F_FAST_TF32 = 77
+_CUBLAS_HANDLE = 0x7C0B1A5
+
+
+def _device_matrices(call: str, pointer: int, dtype: np.dtype, shape: tuple[int, int], ld: int, stride: int,
+                     batch: int) -> np.ndarray:
+    """The (batch, rows, cols) column-major matrices cuBLAS would read at ``pointer``, as a writable view.
+
+    Refuses a leading dimension below the rows and any matrix not wholly inside one live device array.
+    """
+    rows, cols = shape
+    if ld < max(1, rows) or stride < 0:
+        raise ValueError(f"emulator: {call}: leading dimension {ld} for {rows} rows, batch stride {stride}")
+    item = dtype.itemsize
+    extent = ((batch - 1) * stride + (cols - 1) * ld + rows) * item
+    for raw in list(_guarded.values()):
+        start = raw.ctypes.data + GUARD
+        if start <= pointer and pointer + extent <= start + raw.size - 2 * GUARD:
+            if (pointer - start) % item:
+                raise ValueError(f"emulator: {call}: misaligned {dtype} pointer")
+            offset = GUARD + pointer - start
+            flat = raw[offset:offset + extent].view(dtype)
+            return np.lib.stride_tricks.as_strided(flat, (batch, rows, cols), (stride * item, item, ld * item))
+    raise RuntimeError(f"emulator: {call}: {extent} bytes at {pointer:#x} are not inside one device array")
+
+
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to TF32 (10-bit mantissa, to nearest even), as tensor cores take them."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x), rounded, x)
+
+
+def gemm_strided_batched_ex(handle, transa, transb, m, n, k, alpha, a, a_type, lda, stride_a, b, b_type, ldb,
+                            stride_b, beta, c, c_type, ldc, stride_c, batch_count, compute_type, algo) -> None:
+    """cublasGemmStridedBatchedEx: C[i] = alpha op(A[i]) op(B[i]) + beta C[i], column-major, host scalars."""
+    call = "cublasGemmStridedBatchedEx"
+    if handle != _CUBLAS_HANDLE:
+        raise ValueError(f"emulator: {call}: not a cuBLAS handle")
+    dtype = _DATA_TYPES.get(a_type)
+    if dtype is None or b_type != a_type or c_type != a_type or _COMPUTE_TYPES.get(compute_type) != dtype:
+        raise ValueError(f"emulator: {call}: CUBLAS_STATUS_NOT_SUPPORTED (types {a_type}, {b_type}, {c_type}, "
+                         f"compute {compute_type})")
+    if min(m, n, k, batch_count) < 0 or transa not in (0, 1) or transb not in (0, 1):
+        raise ValueError(f"emulator: {call}: CUBLAS_STATUS_INVALID_VALUE")
+    if m == 0 or n == 0 or batch_count == 0:
+        return
+    scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    alpha, beta = scalar.from_address(alpha).value, scalar.from_address(beta).value
+    out = _device_matrices(call, c, dtype, (m, n), ldc, stride_c, batch_count)
+    if batch_count > 1 and stride_c < (n - 1) * ldc + m:
+        raise ValueError(f"emulator: {call}: output matrices overlap (stride {stride_c})")
+    product = np.zeros(out.shape, dtype)
+    if k > 0:
+        op_a = _device_matrices(call, a, dtype, (k, m) if transa else (m, k), lda, stride_a, batch_count)
+        op_b = _device_matrices(call, b, dtype, (n, k) if transb else (k, n), ldb, stride_b, batch_count)
+        op_a, op_b = (op_a.transpose(0, 2, 1) if transa else op_a), (op_b.transpose(0, 2, 1) if transb else op_b)
+        if compute_type == _COMPUTE_32F_FAST_TF32:
+            op_a, op_b = _tf32(op_a), _tf32(op_b)
+        product = dtype.type(alpha) * np.matmul(op_a, op_b)
+    if beta != 0:  # beta == 0: C is not read (NaN there does not propagate)
+        product += dtype.type(beta) * out
+    out[...] = product
+
+
+cuda_cublas = types.ModuleType("cupy.cuda.cublas")
+cuda_cublas.CUBLAS_OP_N, cuda_cublas.CUBLAS_OP_T = 0, 1
+cuda_cublas.gemmStridedBatchedEx = gemm_strided_batched_ex
+cuda.cublas = cuda_cublas
+cuda.get_cublas_handle = lambda: _CUBLAS_HANDLE
+cuda.runtime.CUDA_R_32F, cuda.runtime.CUDA_R_64F = CUDA_R_32F, CUDA_R_64F
+
+
 def install() -> dict:
     """Make ``import cupy`` give this module; returns what sys.modules held before (for restore)."""
-    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cublas": cublas,
-             "cupy.cuda.memory_hook": memory_hook}
+    names = {"cupy": sys.modules[__name__], "cupy.cuda": cuda, "cupy.cuda.memory_hook": memory_hook}
     previous = {name: sys.modules.get(name) for name in names}
     sys.modules.update(names)
     return previous

@@ -1,0 +1,35 @@
+"""core/blas.py: NumPy's matrix products on worker threads with single-threaded BLAS."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memnet_engine.core import blas
+
+
+def test_parallel_gives_every_item_to_exactly_one_worker() -> None:
+    seen: dict[int, list[int]] = {}
+    used = blas.parallel(lambda worker, items: seen.setdefault(worker, []).extend(items), list(range(7)))
+    assert used == min(blas.workers(), 7) and sorted(sum(seen.values(), [])) == list(range(7))
+    assert all(items == list(range(worker, 7, used)) for worker, items in seen.items())
+    assert blas.parallel(lambda worker, items: seen.setdefault(-1, []).extend(items), [3, 4], serial=True) == 1
+    assert seen[-1] == [3, 4]
+
+
+def test_products_on_worker_threads_match_the_main_thread() -> None:
+    rs = np.random.default_rng(1)
+    a, b = rs.standard_normal((6, 300, 200)).astype(np.float32), rs.standard_normal((200, 100)).astype(np.float32)
+    out = np.full((6, 300, 100), np.nan, np.float32)
+    blas.parallel(lambda worker, items: [np.matmul(a[i], b, out=out[i]) for i in items], list(range(6)))
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+
+
+def test_workers_run_single_threaded_blas_where_numpy_has_openblas() -> None:
+    setter = blas._local_thread_setter()
+    if setter is None:
+        assert blas.workers() == 1
+        pytest.skip("NumPy's BLAS is not OpenBLAS")
+    assert blas.workers() >= 1
+    threads = []
+    blas.parallel(lambda worker, items: threads.append(setter(1)), [0, 1], serial=True)
+    assert threads == [1]  # the worker was set to one BLAS thread when it started
