@@ -15,7 +15,7 @@ from conftest import REPO
 from memnet_engine.cli.help_format import plain_text
 
 COMMANDS = ("memnet-train", "memnet-restore", "memnet-evaluate", "memnet-convert", "memnet-make-net",
-            "memnet-make-data")
+            "memnet-make-data", "memnet-precise-bn")
 REST_MARKUP = re.compile(r"``|`[^`\n]+`|:[a-z]+:`|^\s*=+(\s+=+)*\s*$", re.M)
 
 

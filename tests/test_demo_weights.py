@@ -62,19 +62,27 @@ def test_evaluate_with_the_demo_weights_beats_bicubic(tmp_path, capsys):
     assert scores["memnet"] > scores["bicubic"] + 0.3, scores
 
 
-def test_bicubic_start_makes_a_multi_supervised_memnet_the_identity():
-    from google.protobuf import text_format
+@pytest.mark.parametrize("basic", [False, True])
+def test_bicubic_start_makes_a_memnet_the_identity(basic):
     from memnet_engine.core.weights import copy_weights
     from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net
     from memnet_engine.weights.start import bicubic_start
 
     me.set_random_seed(0)
-    net = me.Net(memnet_deploy_net(MemNetConfig(3, 1, 4), input_shape=(1, 1, 12, 12)), me.TEST)
+    config = MemNetConfig(3, 1, 4, multi_supervised=not basic)
+    net = me.Net(memnet_deploy_net(config, input_shape=(1, 1, 12, 12)), me.TEST)
     x = np.random.default_rng(0).random((1, 1, 12, 12)).astype(np.float32)
     assert np.abs(net.forward(data=x)["HR_recovery"] - x).max() > 0.1  # the release's init: far from the input
-    assert copy_weights(net, bicubic_start(3, 4)) == ["weight_output_end_01", "weight_output_end_02",
-                                                      "weight_output_end_03", "conv_end_01"]
+    expected = ["conv_end_03"] if basic else ["weight_output_end_01", "weight_output_end_02",
+                                              "weight_output_end_03", "conv_end_01"]
+    assert copy_weights(net, bicubic_start(3, 4, basic)) == expected
     np.testing.assert_allclose(net.forward(data=x)["HR_recovery"], x, rtol=1e-6, atol=1e-6)
+
+
+def test_shipped_m6r6_start_is_the_generated_one():
+    from google.protobuf import text_format
+    from memnet_engine.weights.start import bicubic_start
+
     shipped = read_caffemodel(os.path.join(os.path.dirname(DEMO_MODELS["sr"].weights_path),
                                            "memnet_m6r6_bicubic_start.caffemodel"))
     assert text_format.MessageToString(shipped) == text_format.MessageToString(bicubic_start(6, 64))

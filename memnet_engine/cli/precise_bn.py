@@ -1,4 +1,4 @@
-"""Recompute the BatchNorm statistics of a .caffemodel for its weights (precise BN) and write a new .caffemodel.
+"""Recompute the BatchNorm statistics of a .caffemodel for its weights (precise BN), as a new .caffemodel.
 
 Caffe's BatchNorm stores running averages (fraction 0.999) that lag the weights after a short run;
 this runs K training batches through the TRAIN net with frozen weights and stores, for every
@@ -7,7 +7,7 @@ BatchNorm layer, the exact mean and unbiased variance of everything it saw in th
 ordinary .caffemodel (every other blob copied unchanged) for the train or the deploy net.
 
     memnet-precise-bn NET_train.prototxt model.caffemodel -o model_precise_bn.caffemodel
-    memnet-precise-bn NET_train.prototxt model.caffemodel -o out.caffemodel --batches 200 --train-data data/sr291/train.txt
+    memnet-precise-bn NET_train.prototxt model.caffemodel -o out.caffemodel --train-data data/sr291/train.txt
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import time
 import memnet_engine as me
 from ..core.precise_bn import precise_bn
 from ..core.prototxt import read_net_param
+from .help_format import PlainHelpFormatter
 
 log = logging.getLogger("memnet_engine.precise_bn")
 DEFAULT_BATCHES = 100
@@ -27,7 +28,7 @@ DEFAULT_BATCHES = 100
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="memnet-precise-bn", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=PlainHelpFormatter)
     p.add_argument("net", metavar="NET_train.prototxt", help="the train net (its HDF5Data layer gives the batches)")
     p.add_argument("weights", metavar="WEIGHTS.caffemodel", help="the weights whose BatchNorm statistics to recompute")
     p.add_argument("-o", "--output", required=True, metavar="OUT.caffemodel", help="the new .caffemodel")
