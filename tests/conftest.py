@@ -1,6 +1,7 @@
 """Shared test helpers: paths to fixtures and ../shared, and a one-layer builder."""
 from __future__ import annotations
 
+import ast
 import signal
 import subprocess
 from pathlib import Path
@@ -83,3 +84,11 @@ def tiny_memnet_training_set(folder: Path, batch_size: int = 4) -> Path:
     net = memnet_train_net(MemNetConfig(2, 1, 4), source="list.txt", batch_size=batch_size, shuffle=True)
     (folder / "net.prototxt").write_text(tf.MessageToString(net))
     return folder / "net.prototxt"
+
+
+def setup_argument(name: str):
+    """The literal value of the keyword argument ``name`` of the setup() call in setup.py."""
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    call = next(node for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    return ast.literal_eval(next(k.value for k in call.keywords if k.arg == name))

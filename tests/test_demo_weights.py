@@ -1,4 +1,5 @@
 """The SR demo weights shipped in the package: they load, restore/evaluate use them by default, they beat bicubic."""
+import fnmatch
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import memnet_engine as me
+from conftest import setup_argument
 from memnet_engine.cli import evaluate
 from memnet_engine.memnet.data.default import skimage_photo
 from memnet_engine.memnet.imageops import read_image, write_image
@@ -28,6 +30,14 @@ def test_every_shipped_blob_fits_the_shipped_deploy_net():
                 assert np.all(np.isfinite(blob.data)), name
         batch_norms = [layer for layer in net.layers if layer.type == "BatchNorm"]
         assert batch_norms and all(layer.blobs[2].data[0] == 1 for layer in batch_norms)  # precise BN statistics
+
+
+def test_shipped_files_are_package_data():
+    """A non-editable install (a wheel) carries the demo files: setup.py's package_data names them."""
+    patterns = setup_argument("package_data")["memnet_engine.weights"]
+    for model in DEMO_MODELS.values():
+        for name in (model.deploy, model.weights):
+            assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
 
 
 def test_model_and_weights_choice():
