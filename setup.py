@@ -12,7 +12,8 @@ setup(
     # then in the checkout's kernels/).
     packages=find_packages(include=["memnet_engine", "memnet_engine.*"]) + ["memnet_engine.kernels"],
     package_dir={"memnet_engine.kernels": "kernels"},
-    package_data={"memnet_engine.core.proto": ["caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"]},
+    package_data={"memnet_engine.core.proto": ["caffe.proto"], "memnet_engine.kernels": ["*.cu", "*.cuh"],
+                  "memnet_engine.weights": ["*.caffemodel", "*.prototxt"]},  # the demo weights
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -30,6 +31,7 @@ setup(
         "memnet-convert = memnet_engine.cli.convert_weights:main",
         "memnet-make-net = memnet_engine.cli.make_memnet:main",
         "memnet-make-data = memnet_engine.cli.make_training_data:main",
+        "memnet-precise-bn = memnet_engine.cli.precise_bn:main",
     ]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],

@@ -1,6 +1,7 @@
 """Shared test helpers: paths to fixtures and ../shared, and a one-layer builder."""
 from __future__ import annotations
 
+import ast
 import signal
 import subprocess
 from pathlib import Path
@@ -65,3 +66,29 @@ def interrupt_after(command: list, marker: str, stream: str, **popen) -> tuple[i
 @pytest.fixture
 def make_layer():
     return build_layer
+
+
+def tiny_memnet_training_set(folder: Path, batch_size: int = 4) -> Path:
+    """A shuffled M2R1 C4 MemNet train net over two small HDF5 files of random 9x9 patches in ``folder``."""
+    import h5py
+
+    from memnet_engine.memnet.models import MemNetConfig, memnet_train_net
+    from google.protobuf import text_format as tf
+
+    rs = np.random.default_rng(0)
+    for k in range(2):
+        label = rs.random((12, 1, 9, 9)).astype(np.float32)
+        with h5py.File(folder / f"part{k}.h5", "w") as f:
+            f["data"], f["label"] = label + 0.1 * rs.standard_normal(label.shape).astype(np.float32), label
+    (folder / "list.txt").write_text("part0.h5\npart1.h5\n")
+    net = memnet_train_net(MemNetConfig(2, 1, 4), source="list.txt", batch_size=batch_size, shuffle=True)
+    (folder / "net.prototxt").write_text(tf.MessageToString(net))
+    return folder / "net.prototxt"
+
+
+def setup_argument(name: str):
+    """The literal value of the keyword argument ``name`` of the setup() call in setup.py."""
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    call = next(node for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    return ast.literal_eval(next(k.value for k in call.keywords if k.arg == name))

@@ -1,7 +1,6 @@
 """The console commands: declared in setup.py, resolvable, and with a plain-text --help."""
 from __future__ import annotations
 
-import ast
 import importlib
 import os
 import re
@@ -11,20 +10,12 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, setup_argument
 from memnet_engine.cli.help_format import plain_text
 
 COMMANDS = ("memnet-train", "memnet-restore", "memnet-evaluate", "memnet-convert", "memnet-make-net",
-            "memnet-make-data")
+            "memnet-make-data", "memnet-precise-bn")
 REST_MARKUP = re.compile(r"``|`[^`\n]+`|:[a-z]+:`|^\s*=+(\s+=+)*\s*$", re.M)
-
-
-def setup_argument(name: str):
-    """The literal value of the keyword argument ``name`` of the setup() call in setup.py."""
-    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
-    call = next(node for node in ast.walk(tree)
-                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
-    return ast.literal_eval(next(k.value for k in call.keywords if k.arg == name))
 
 
 def console_scripts() -> dict[str, str]:

@@ -29,6 +29,7 @@ SKIPPED = {
     r"tools/train\.py|^memnet-train": "trains a net: minutes to days (tests/test_train_cli.py runs short trainings)",
     r"make_training_data\.py .*T91": "builds the paper's 291-image training set (about 13 GB)",
     r"--weights runs/": "needs the weights a training command above writes",
+    r"Recon_w": "edits the train net that a command above writes (memnet-make-net)",
     r"--model DEPLOY --weights W": "DEPLOY and W stand for the user's deploy net and weights",
     r"benchmarks/bench_memnet\.py": "a benchmark: minutes (tests/test_bench_memnet.py covers its code)",
     r"benchmarks/gpu_suite\.sh|benchmarks/gpu_data\.sh": "the GPU suite needs a GPU machine (tests/test_gpu_suite.py "

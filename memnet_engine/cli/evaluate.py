@@ -31,7 +31,7 @@ from ..memnet.imageops import list_images, read_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore
 from ..memnet.scoring import protocol_scores
 from .help_format import PlainHelpFormatter
-from .model_loading import add_device_option, add_strict_option, load_deploy_net
+from .model_loading import add_device_option, add_strict_option, load_task_net
 
 BASELINES = {"sr": "bicubic", "denoise": "noisy", "jpeg": "jpeg"}
 TILES = {"sr": DEFAULT_TILE, "denoise": 120, "jpeg": DEFAULT_TILE}  # thresh_hei of the MATLAB scripts
@@ -46,8 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quality", type=int, help="JPEG quality factor (task jpeg)")
     p.add_argument("--method", required=True, choices=sorted(set(BASELINES.values())) + ["memnet"],
                    help="the task's baseline (bicubic, noisy or jpeg) or memnet")
-    p.add_argument("--model", help="deploy .prototxt (method memnet)")
-    p.add_argument("--weights", help="trained .caffemodel (method memnet)")
+    p.add_argument("--model", help="deploy .prototxt (method memnet, with --weights; without both: the shipped demo "
+                                   "weights of the task)")
+    p.add_argument("--weights", help="trained .caffemodel (method memnet, with --model)")
     add_device_option(p)
     add_strict_option(p)
     p.add_argument("--tile", type=int, help="tile core size for memnet; 0 = whole image "
@@ -62,8 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--task {args.task} needs --{LEVEL_NAMES[args.task]}")
     if args.method != "memnet" and args.method != BASELINES[args.task]:
         p.error(f"method {args.method} is not a baseline of task {args.task} (use {BASELINES[args.task]} or memnet)")
-    if args.method == "memnet" and not (args.model and args.weights):
-        p.error("method memnet needs --model and --weights")
+    if args.method == "memnet" and bool(args.model) != bool(args.weights):
+        p.error("method memnet needs both --model and --weights, or neither for the shipped demo weights")
     if args.tile is None:
         args.tile = TILES[args.task]
     return args
@@ -72,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace, paths: list[str]) -> list[dict]:
     net = None
     if args.method == "memnet":
-        net = load_deploy_net(args.model, args.weights, args.device, args.strict)
+        net = load_task_net(args.task, args.model, args.weights, args.device, args.strict)
     rows = []
     for path in tqdm(paths, desc=f"{args.task} {args.method}", unit="img", file=sys.stderr):
         try:

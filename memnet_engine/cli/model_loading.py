@@ -16,6 +16,7 @@ from ..core.net_param import filter_net
 from ..core.proto import caffe_pb2 as pb
 from ..core.prototxt import read_net_param
 from ..core.weights import copy_weights_from_file
+from ..weights import model_and_weights
 
 DATA_LAYER_TYPES = ("HDF5Data", "Data", "ImageData", "MemoryData", "WindowData", "DummyData")
 GPU_INSTALL = "pip install -e '.[gpu]' (CUDA 12) or -e '.[gpu-cuda13]' (CUDA 13)"
@@ -98,3 +99,12 @@ def load_deploy_net(model: str, weights: str, device: str, strict: bool = False)
     for warning in caught:
         print(f"warning: {warning.message} (--strict makes this an error)", file=sys.stderr)
     return net
+
+
+def load_task_net(task: str, model: "str | None", weights: "str | None", device: str, strict: bool = False) -> Net:
+    """The user's deploy net and weights, or the shipped demo model of ``task`` when neither is given (said on
+    stderr)."""
+    model, weights, note = model_and_weights(task, model, weights)
+    if note:
+        print(note, file=sys.stderr)
+    return load_deploy_net(model, weights, device, strict)

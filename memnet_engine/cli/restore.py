@@ -8,6 +8,7 @@ counts them.
 
 Example (memnet-restore is the installed name of python tools/restore.py):
     memnet-restore --task sr --scale 3 --model deploy.prototxt --weights sr.caffemodel --input low.png --output high.png
+    memnet-restore --task sr --scale 3 --input low.png --output high.png   # the shipped demo weights
 """
 import argparse
 import sys
@@ -21,15 +22,16 @@ from ..core.errors import MemnetError
 from ..memnet.imageops import read_image, write_image
 from ..memnet.inference import DEFAULT_OVERLAP, DEFAULT_TILE, restore_image
 from .help_format import PlainHelpFormatter
-from .model_loading import add_device_option, add_strict_option, load_deploy_net
+from .model_loading import add_device_option, add_strict_option, load_task_net
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=PlainHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS, help="restoration task")
     p.add_argument("--scale", type=int, help="SR upscaling factor (required for --task sr)")
-    p.add_argument("--model", required=True, help="deploy .prototxt (one input, one output)")
-    p.add_argument("--weights", required=True, help="trained .caffemodel")
+    p.add_argument("--model", help="deploy .prototxt (one input, one output); with --weights. Without both: the "
+                                   "shipped demo weights of the task")
+    p.add_argument("--weights", help="trained .caffemodel (with --model)")
     p.add_argument("--input", required=True, help="image to restore (gray or RGB)")
     p.add_argument("--output", required=True, help="where to write the result (format from the extension)")
     add_device_option(p)
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     try:
         scale = int(check_level("sr", args.scale)) if args.task == "sr" else 1
         image = read_image(args.input)
-        net = load_deploy_net(args.model, args.weights, args.device, args.strict)
+        net = load_task_net(args.task, args.model, args.weights, args.device, args.strict)
         result = restore_image(net, image, args.task, scale, args.tile, args.overlap, on_tile=progress)
         write_image(args.output, result)
     # RuntimeError: e.g. a CUDA failure; MemoryError: a --tile too big for this machine

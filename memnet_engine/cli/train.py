@@ -51,6 +51,7 @@ from ..core.solver.snapshot import SnapshotError, recover, snapshot_iterations
 from ..core.solver.state import read_solver_state
 from .help_format import PlainHelpFormatter
 from .model_loading import gpu_available
+from .precise_bn import write_precise_bn_snapshot
 from .training_log import GlogFormatter, LossCurve, load_matplotlib, read_logged_losses
 
 pb = me.caffe_pb2
@@ -95,6 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="after training, restore a held-out photo degraded by bicubic x3 and write "
                            "preview_sr_x3.png (bicubic | restored | original); default: on with the built-in "
                            "training set")
+    data.add_argument("--precise-bn", type=int, metavar="K",
+                      help="after training, recompute the BatchNorm statistics over K training batches with the "
+                           "final weights (precise BN), save them as <snapshot>_precise_bn.caffemodel and use them "
+                           "for the preview (default: off, Caffe's running averages)")
     solver = ap.add_argument_group("solver settings (override the solver file or MemNet's released settings)")
     solver.add_argument("--max-iter", type=int, metavar="N", help="iterations to train (default 20000000)")
     solver.add_argument("--base-lr", type=float, help="base learning rate (0.1)")
@@ -112,7 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "file (Caffe's stock clipping at clip_gradients, as BVLC Caffe reads the file)")
     solver.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations (10000)")
     solver.add_argument("--display", type=int, metavar="N", help="log the loss every N iterations (10000)")
-    solver.add_argument("--seed", type=int, help="random seed for weight fillers and data shuffling")
+    solver.add_argument("--seed", type=int, help="random seed (Caffe's random_seed): weight fillers and data "
+                             "shuffling, so one seed repeats a run exactly on the CPU (default: unseeded)")
     runs = ap.add_argument_group("preemption, snapshots and checks")
     for name, effect in DEFAULT_EFFECTS.items():
         caffe = [f"-{name.lower()}_effect"] if name in ("SIGINT", "SIGHUP") else []  # caffe train's spelling works too
@@ -133,6 +139,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("give one SOLVER_OR_NET.prototxt (positional or --solver)")
     if args.weights and args.snapshot:
         ap.error("give --snapshot to resume or --weights to fine-tune, not both")
+    if args.precise_bn is not None and args.precise_bn < 1:
+        ap.error("--precise-bn must be at least 1 (batches)")
     for name in ("batch_size", "max_iter", "stepsize", "snapshot_every", "display", "keep_snapshots"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "batch_size" else 0):
@@ -541,6 +549,8 @@ def train(args: argparse.Namespace) -> int:
             raise me.MemnetError(f"{log_file.failure()}: training stopped at iteration {solver.iter}"
                                  f"{snapshot_note(prefix)}")
         state = os.path.join(out, f"{os.path.basename(prefix)}_iter_{solver.iter}.solverstate")
+        if args.precise_bn and not solver.requested_early_exit:
+            write_precise_bn_snapshot(solver.net, state[:-len(".solverstate")] + ".caffemodel", args.precise_bn)
         if args.preview if args.preview is not None else uses_default:
             if solver.requested_early_exit:
                 log.info("Stopped early: skipping the preview")
