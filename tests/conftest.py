@@ -92,3 +92,12 @@ def setup_argument(name: str):
     call = next(node for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
     return ast.literal_eval(next(k.value for k in call.keywords if k.arg == name))
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt), also when pytest was started with SIGINT ignored (a
+    background job of a non-interactive shell inherits SIG_IGN, and Python then installs no handler)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

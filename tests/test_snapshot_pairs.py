@@ -44,7 +44,7 @@ def test_a_snapshot_is_a_pair_whose_solverstate_names_and_seals_its_caffemodel(t
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_second_ctrl_c_during_a_snapshot_aborts_after_the_whole_pair(tmp_path, monkeypatch):
+def test_a_second_ctrl_c_during_a_snapshot_aborts_after_the_whole_pair(tmp_path, monkeypatch, default_sigint):
     solver = trained(tmp_path, monkeypatch)
     real_write = snapshot._write_file
 

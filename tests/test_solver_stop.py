@@ -197,7 +197,7 @@ def test_signal_effects_are_configurable_and_a_second_stop_aborts_naming_the_sig
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_deferred_signals_act_after_the_block_as_the_handlers_before_would():
+def test_deferred_signals_act_after_the_block_as_the_handlers_before_would(default_sigint):
     steps = []
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
