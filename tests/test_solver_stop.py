@@ -81,6 +81,24 @@ def test_sigint_handler_requests_a_stop_and_a_second_one_aborts(tmp_path, monkey
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_signal_handlers_log_nothing_until_the_iteration_ends(tmp_path, monkeypatch, caplog):
+    """A handler may run while a log record is being written to train.log (writing from it again raised
+    'reentrant call inside BufferedWriter'): its message is logged when the solver takes the request."""
+    monkeypatch.chdir(tmp_path)
+    solver = me.SGDSolver(str(SOLVER))
+    seen = []
+
+    def press_ctrl_c(stats):
+        signal.raise_signal(signal.SIGINT)
+        seen.append([r.getMessage() for r in caplog.records if "Interrupted" in r.getMessage()])
+
+    solver.iteration_hooks.append(press_ctrl_c)
+    with caplog.at_level("INFO"):
+        solver.solve()
+    assert seen == [[]] and solver.stop_signal == "SIGINT" and not solver.signal_notes
+    assert any(r.getMessage().startswith("Interrupted: snapshotting and stopping") for r in caplog.records)
+
+
 def test_request_snapshot_goes_on_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     solver = me.SGDSolver(str(SOLVER))

@@ -15,7 +15,6 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-log = logging.getLogger(__name__)
 STOP, SNAPSHOT, NONE = "stop", "snapshot", "none"
 EFFECTS = (STOP, SNAPSHOT, NONE)
 DEFAULT_EFFECTS = {"SIGINT": STOP, "SIGTERM": STOP, "SIGUSR1": STOP, "SIGHUP": SNAPSHOT}
@@ -30,7 +29,11 @@ def check_effects(effects: "dict[str, str]") -> None:
 @contextmanager
 def signal_handlers(solver, enabled: bool) -> Iterator[None]:
     """While active (main thread only), the signals of ``solver.signal_effects`` ask ``solver`` to stop
-    (``request_stop``, recording the signal in ``solver.stop_signal``) or to snapshot."""
+    (``request_stop``, recording the signal in ``solver.stop_signal``) or to snapshot.
+
+    The handler logs nothing itself: it may run in the middle of a log record being written (a second
+    write into the same file object from the handler is a RuntimeError), so its messages wait in
+    ``solver.signal_notes`` until the solver takes the request at the end of the iteration."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -42,17 +45,17 @@ def signal_handlers(solver, enabled: bool) -> Iterator[None]:
         name = signal.Signals(signum).name
         effect = solver.signal_effects.get(name, NONE)
         if effect == NONE:
-            log.info("%s ignored (its effect is none)", name)
+            solver.signal_notes.append((logging.INFO, f"{name} ignored (its effect is none)"))
         elif effect == SNAPSHOT:
-            log.info("%s: snapshotting after this iteration", name)
+            solver.signal_notes.append((logging.INFO, f"{name}: snapshotting after this iteration"))
             solver.request_snapshot()
         else:
             stops += 1
             if stops > 1:
                 raise KeyboardInterrupt(name)
             again = "Ctrl-C" if name == "SIGINT" else name
-            log.warning("%s: snapshotting and stopping after this iteration (%s again to abort)",
-                        "Interrupted" if name == "SIGINT" else name, again)
+            solver.signal_notes.append((logging.WARNING, f"{'Interrupted' if name == 'SIGINT' else name}: "
+                                        f"snapshotting and stopping after this iteration ({again} again to abort)"))
             solver.stop_signal = name
             solver.request_stop()
 

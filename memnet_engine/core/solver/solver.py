@@ -143,6 +143,7 @@ class Solver:
         self.coordinator: SingleProcess = SingleProcess()
         self.signal_effects: dict[str, str] = dict(DEFAULT_EFFECTS)  # signal name -> stop | snapshot | none
         self.stop_signal: "str | None" = None  # the signal that stopped the run, if one did
+        self.signal_notes: list[tuple[int, str]] = []  # (log level, message) from signal handlers, logged here
         self.keep_snapshots = 0                # > 0: keep only the newest N snapshot pairs
         self.last_snapshot: "str | None" = None  # the solverstate written last by this solver
 
@@ -419,5 +420,8 @@ class Solver:
         self._request = SNAPSHOT
 
     def _take_request(self) -> "str | None":
+        while self.signal_notes:
+            level, message = self.signal_notes.pop(0)
+            log.log(level, "%s", message)
         request, self._request = self._request, None
         return request
