@@ -89,3 +89,20 @@ def concat_net(batch: int, device: str = "cpu", seed: int = 5) -> me.Net:
                  dtype=np.float64, device=device)
     net.blobs["x"].data[...] = np.random.default_rng(seed).standard_normal(net.blobs["x"].shape)
     return net
+
+
+def concat_nets_with_top_diffs(batch: int, device: str = "cpu") -> tuple[me.Net, me.Net]:
+    """Two equal concat nets after a pycaffe forward, with the same diffs on their outputs y and z: one for a
+    planned pass, one as its reference."""
+    nets = concat_net(batch, device=device), concat_net(batch, device=device)
+    for model in nets:
+        model.forward()
+        for name in ("y", "z"):
+            model.blobs[name].diff[...] = np.random.default_rng(7).standard_normal(model.blobs[name].shape)
+    return nets
+
+
+def training_plan(net: me.Net):
+    """The steps and memory plan of a planned forward + backward of the whole ``net``."""
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
+    return steps, net.schedule.plan(net, steps, net._kept(), backward=True)

@@ -7,7 +7,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES
-from fused_unit_cases import concat_net
+from fused_unit_cases import concat_nets_with_top_diffs, training_plan
 from memnet_engine.core.memory_plan import make_plan, run_backward, run_forward
 
 TRAIN_NET = GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"
@@ -74,13 +74,8 @@ def test_plan_of_a_training_step_frees_recomputes_and_places() -> None:
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_zero_copy_concat_writes_an_input_a_backward_needs_into_the_concat(batch: int) -> None:
-    net, reference = concat_net(batch), concat_net(batch)
-    for model in (net, reference):
-        model.forward()
-        for name in ("y", "z"):
-            model.blobs[name].diff[...] = np.random.default_rng(7).standard_normal(model.blobs[name].shape)
-    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
-    plan = net.schedule.plan(net, steps, net._kept(), backward=True)
+    net, reference = concat_nets_with_top_diffs(batch)
+    steps, plan = training_plan(net)
     assert [(steps[p.concat].layer.name, steps[p.producer].layer.name) for p in plan.placements] == [("cat", "e")]
     run_forward(net, steps, plan)
     unit_input = net.blobs[next(step.bottoms[0] for step in steps if step.layer.type == "BatchNorm+Scale+ReLU")]

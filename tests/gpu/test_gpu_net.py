@@ -8,7 +8,7 @@ import pytest
 
 import memnet_engine as me
 from conftest import GOLDEN_FIXTURES  # tests/conftest.py
-from fused_unit_cases import concat_net  # tests/fused_unit_cases.py
+from fused_unit_cases import concat_nets_with_top_diffs, training_plan  # tests/fused_unit_cases.py
 
 from .gpu_testing import assert_close, host
 from memnet_engine.core.memory_plan import run_backward, run_forward
@@ -134,13 +134,8 @@ def test_planned_training_pass_equals_pycaffe_pass_on_gpu(gpu, monkeypatch) -> N
 @pytest.mark.parametrize("batch", [1, 2])
 def test_zero_copy_concat_on_gpu_where_slices_are_contiguous(gpu, batch: int) -> None:
     """Channel slices are contiguous for one image only: there the Eltwise writes into the Concat's output."""
-    net, reference = concat_net(batch, device="gpu"), concat_net(batch, device="gpu")
-    for model in (net, reference):
-        model.forward()
-        for name in ("y", "z"):
-            model.blobs[name].diff[...] = np.random.default_rng(7).standard_normal(model.blobs[name].shape)
-    steps = net.schedule.forward_steps(0, len(net.layers) - 1)
-    plan = net.schedule.plan(net, steps, net._kept(), backward=True)
+    net, reference = concat_nets_with_top_diffs(batch, device="gpu")
+    steps, plan = training_plan(net)
     assert len(plan.placements) == (batch == 1)
     run_forward(net, steps, plan)
     unit_input = net.blobs[next(step.bottoms[0] for step in steps if step.layer.type == "BatchNorm+Scale+ReLU")]
