@@ -165,14 +165,8 @@ __global__ void bsr_grad_sums(const T* x, const T* h, const T* dh, const T* mean
     part_du_z[c * chunks + blockIdx.x] = dot;
   }
   if (!arrived_last(arrivals + c, chunks)) return;
-  const volatile T* sums = part_du;
-  const volatile T* dots = part_du_z;
-  sum = 0;
-  dot = 0;
-  for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
-    sum += sums[c * chunks + k];
-    dot += dots[c * chunks + k];
-  }
+  sum = partial_row_sum(part_du, c, chunks);
+  dot = partial_row_sum(part_du_z, c, chunks);
   block_sum_pair(sum, dot, shared);
   if (threadIdx.x == 0) {
     if (beta_diff) beta_diff[c] = beta_diff[c] + sum;

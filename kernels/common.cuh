@@ -67,3 +67,12 @@ __device__ inline bool arrived_last(int* counter, const int blocks) {
   __syncthreads();
   return ticket == blocks - 1;
 }
+
+// This thread's share (strided by blockDim.x, in a fixed order) of the sum of row `row` of a
+// (rows, cols) array of partial results that other blocks wrote (see arrived_last): volatile reads.
+template <typename T>
+__device__ T partial_row_sum(const volatile T* part, const int row, const int cols) {
+  T sum = 0;
+  for (int k = threadIdx.x; k < cols; k += blockDim.x) sum += part[row * cols + k];
+  return sum;
+}

@@ -40,20 +40,12 @@ __global__ void channel_sums(const T* a, const T* b, const T* shift, const int o
     if (threadIdx.x == 0) part_dot[slot] = dot;
   }
   if (!arrived_last(arrivals + c, chunks)) return;
-  const volatile T* sums = part_sum;
-  const volatile T* dots = part_dot;
-  sum = 0;
-  dot = 0;
-  for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
-    if (sum_out) sum += sums[c * chunks + k];
-    if (dot_out) dot += dots[c * chunks + k];
-  }
   if (sum_out) {
-    sum = block_sum(sum, shared);
+    sum = block_sum(partial_row_sum(part_sum, c, chunks), shared);
     if (threadIdx.x == 0) sum_out[c] = beta_sum == T(0) ? alpha * sum : alpha * sum + beta_sum * sum_out[c];
   }
   if (dot_out) {
-    dot = block_sum(dot, shared);
+    dot = block_sum(partial_row_sum(part_dot, c, chunks), shared);
     if (threadIdx.x == 0) dot_out[c] = beta_dot == T(0) ? alpha * dot : alpha * dot + beta_dot * dot_out[c];
   }
 }
