@@ -132,32 +132,14 @@ class PeakMemory:
             tracemalloc.stop()
 
     def measure(self, step: Callable[[], object]) -> int:
-        if self.traced:
-            import tracemalloc
-
-            tracemalloc.reset_peak()
-            step()
-            return tracemalloc.get_traced_memory()[1]
-        from cupy.cuda import memory_hook
-
-        class Peak(memory_hook.MemoryHook):
-            name = "memnet_bench_peak"
-
-            def __init__(self, base: int):
-                self.live = self.peak = base
-
-            def malloc_postprocess(self, **kw):
-                self.live += kw["mem_size"]
-                self.peak = max(self.peak, self.live)
-
-            def free_postprocess(self, **kw):
-                self.live -= kw["mem_size"]
+        """``step()``'s peak as ``me.profile()`` records it (GPU: pool bytes in use at the start plus the most
+        the step adds; CPU: the traced peak, tracing having begun with this ``with``)."""
+        import memnet_engine as me
 
         self.device.sync()
-        with Peak(self.device.cupy.get_default_memory_pool().used_bytes()) as hook:
+        with me.profile(device="cpu" if self.traced else "gpu") as prof:
             step()
-            self.device.sync()
-        return int(hook.peak)
+        return int(prof.peak_bytes)
 
 
 def cuda_activity(sync: Callable[[], None], step: Callable[[], object]) -> "dict | None":
