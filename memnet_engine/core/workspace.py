@@ -12,6 +12,10 @@ layer used outside a net makes its own.
             relative error about 5e-4 per product; sums stay float32): faster on Ampere and later
             GPUs, but outputs drift from Caffe's by about 1e-3 relative per layer, past the golden
             float32 tolerance of deep nets.  float64 is always exact IEEE.
+
+``winograd`` (CPU): 3x3 stride-1 convolutions by Winograd's F(2x2, 3x3) algorithm (core/cpu/winograd.py;
+2.25x fewer multiplications, rounding errors as small as the direct sum's: golden parity holds) when True,
+the default; im2col + GEMM as Caffe computes them when False.
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ MATH_MODES = ("strict", "tf32")
 class Workspace:
     """Named scratch buffers of one device, reused across layers and iterations."""
 
-    def __init__(self, device: str = CPU, math: str = "strict"):
+    def __init__(self, device: str = CPU, math: str = "strict", winograd: bool = True):
         self.device = device
         self.math = math
+        self.winograd = winograd
         self._buffers: dict[str, object] = {}
         self._ones: dict[np.dtype, object] = {}
 

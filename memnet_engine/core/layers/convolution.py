@@ -17,6 +17,9 @@ gradients (the bias as a product with ones), added to the diffs in worker order.
 the bottom diff is itself a convolution (of the top diff with the kernels turned by 180 degrees),
 computed the same way, so no col2im scatter-add is needed.  Tops and bottom diffs are written into
 the blobs' own arrays and all scratch comes from the workspace: steady-state steps allocate nothing.
+3x3 stride-1 convolutions with 8 or more channels on both sides (all of MemNet's but its first and last)
+run by Winograd's F(2x2, 3x3) instead (core/cpu/winograd.py: 2.25x fewer multiplications, as accurate),
+unless the workspace's ``winograd`` is False.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import blas
+from ..cpu import winograd
 from ..cuda import gemm as cublas
 from ..cuda.im2col import col2im as col2im_gpu
 from ..cuda.im2col import im2col as im2col_gpu
@@ -235,6 +239,14 @@ class ConvolutionLayer(Layer):
         """Weights (or their diff) as the (num_output, C / group * kh * kw) matrix, a view."""
         return view(array, (self.num_output, -1))
 
+    @property
+    def _uses_winograd(self) -> bool:
+        """True when the CPU runs this convolution by Winograd's F(2x2, 3x3) (core/cpu/winograd.py)."""
+        g = self.geometry
+        return (self._scratch.winograd and max(g.pad) <= 2
+                and winograd.applies(g.kernel, g.stride, g.dilation, self.group, self.blobs[0].shape[1],
+                                     self.num_output))
+
     def _gemm(self, gemm, a, b, out, **options) -> None:
         """One product per group (``gemm`` is ``_matmul`` or cuBLAS's): rows of a, b and out split evenly."""
         for g in range(self.group):
@@ -314,17 +326,48 @@ class ConvolutionLayer(Layer):
     def forward_cpu(self, bottoms, tops) -> None:
         x = bottoms[0].data
         y = self._own_array(tops[0], tops[0].data, x)
-        self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y,
-                           self.blobs[1].data if len(self.blobs) > 1 else None)
+        bias = self.blobs[1].data if len(self.blobs) > 1 else None
+        if self._uses_winograd:
+            winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
+                              self._scratch)
+        else:
+            self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias)
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        """The bottom diff is a convolution of the top diff (stride 1), else the columns' product scattered
-        back by col2im (one worker: the chunks' input windows overlap)."""
+        """Winograd's backward where it applies; else im2col + GEMM: the bottom diff is a convolution of the top
+        diff (stride 1), or the columns' product scattered back by col2im (one worker: the chunks' input
+        windows overlap)."""
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
         x, dy = bottoms[0].data, tops[0].diff
         dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if want_input else None
+        if self._uses_winograd:
+            self._backward_winograd(x, dy, dx, want_bias, want_weights)
+        else:
+            self._backward_gemm(x, dy, dx, want_bias, want_weights)
+        if want_input:
+            bottoms[0].diff = dx
+
+    def _backward_winograd(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
+        """Winograd's backward (core/cpu/winograd.py); the bias gradient as per-image products with ones."""
+        if want_bias:
+            num, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
+            per_image = np.matmul(dy.reshape(num, self.num_output, spatial), self._scratch.ones(spatial, self.dtype))
+            bias_diff = view(self.blobs[1].diff, -1)
+            for image in per_image:
+                bias_diff += image
+        if want_weights:
+            weight_diff = self.blobs[0].diff
+            weight_diff += winograd.weight_gradient(x, dy, self.geometry.pad, self._scratch)
+        if dx is not None:
+            (ph, pw) = self.geometry.pad
+            winograd.convolve(dy, winograd.kernel_transform(self.blobs[0].data, turned=True), (2 - ph, 2 - pw),
+                              dx, None, self._scratch)
+
+    def _backward_gemm(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
+        """im2col + GEMM backward, as Caffe computes it."""
+        want_input = dx is not None
         scatter = want_input and self.geometry.stride != (1, 1)
         if scatter:
             dx.fill(0)  # col2im adds every chunk's columns
@@ -332,8 +375,6 @@ class ConvolutionLayer(Layer):
             self._parameter_gradients_cpu(x, dy, want_bias, want_weights, dx if scatter else None)
         if want_input and not scatter:
             self._convolve_cpu(dy, *self._transposed(), dx)
-        if want_input:
-            bottoms[0].diff = dx
 
     def _parameter_gradients_cpu(self, x, dy, want_bias: bool, want_weights: bool, scatter_into=None) -> None:
         """Bias and weight gradients chunk by chunk: each worker sums its chunks' products (the bias gradient
