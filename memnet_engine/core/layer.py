@@ -172,8 +172,8 @@ class Layer:
         in-place layers, this also changes what a Split shares that array with)."""
         return self.input_donated or (tops[0] is bottoms[0] and not self.needs_backward)
 
-    def gpu_output_buffer(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
-        """The input array itself when a GPU kernel may write its result there (see above), else None."""
+    def output_buffer(self, bottoms: Sequence[Blob], tops: Sequence[Blob]):
+        """The input array itself when a kernel may write its result there (see above), else None."""
         x = bottoms[0].data
         return x if self.may_overwrite_input(bottoms, tops) and x.flags.c_contiguous else None
 

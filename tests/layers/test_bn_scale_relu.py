@@ -10,7 +10,8 @@ from fused_unit_cases import CONFIGS, pass_arrays, unit_net
 from memnet_engine.core.gradcheck import check_net_params
 
 @pytest.mark.parametrize("options", CONFIGS.values(), ids=CONFIGS.keys())
-def test_fused_unit_equals_the_three_layers_exactly_on_the_cpu(options) -> None:
+def test_fused_unit_equals_the_three_layers_to_rounding_on_the_cpu(options) -> None:
+    """float64 nets: the fused kernels sum in another order than NumPy (8 running sums), nothing else differs."""
     fused = unit_net(**options)
     layered = unit_net(**options)
     layered.fuse_units(False)
@@ -18,7 +19,9 @@ def test_fused_unit_equals_the_three_layers_exactly_on_the_cpu(options) -> None:
     ours, theirs = pass_arrays(fused), pass_arrays(layered)
     assert ours.keys() == theirs.keys()
     for key in ours:
-        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+        assert np.all(np.isfinite(ours[key])), key
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=0, atol=1e-14 * max(1, np.abs(theirs[key]).max()),
+                                   err_msg=key)
     assert np.abs(ours["pdiff/sc/0"]).max() > 0 and (options.get("force", True) is False or
                                                       np.abs(ours["diff/x"]).max() > 0)
 

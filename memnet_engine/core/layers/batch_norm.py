@@ -61,26 +61,33 @@ class BatchNormLayer(Layer):
     def statistics_cpu(self, x, overwrite: bool) -> tuple:
         """(mean, x - mean, std), mean and std shaped to broadcast over x; batch statistics also update
         the running sums.  With ``overwrite`` x itself may be centred."""
-        dt = x.dtype.type
         axes = (0,) + tuple(range(2, x.ndim))
         cshape = self._channel_shape(x)
         if self.use_global_stats:
-            s = self.blobs[2].data[0]
-            factor = dt(0) if s == 0 else dt(1) / s
-            mean = (self.blobs[0].data * factor).reshape(cshape)
-            var = self.blobs[1].data * factor
+            mean, std = self.global_stats_cpu()
+            mean = mean.reshape(cshape)
             if overwrite:
                 centered = x
                 centered -= mean
             else:
                 centered = x - mean
-        else:
-            mean = x.mean(axis=axes, dtype=x.dtype)
-            centered = x - mean.reshape(cshape)
-            var = (centered * centered).mean(axis=axes, dtype=x.dtype)
-            self._update_running_stats(mean, var, x.size // x.shape[1])
-            mean = mean.reshape(cshape)
-        return mean, centered, self.xp.sqrt(var + dt(self.eps)).reshape(cshape)
+            return mean, centered, std.reshape(cshape)
+        mean = x.mean(axis=axes, dtype=x.dtype)
+        centered = x - mean.reshape(cshape)
+        var = (centered * centered).mean(axis=axes, dtype=x.dtype)
+        self._update_running_stats(mean, var, x.size // x.shape[1])
+        return mean.reshape(cshape), centered, self.std_cpu(var).reshape(cshape)
+
+    def global_stats_cpu(self) -> tuple:
+        """(mean, std) per channel from the stored running sums (divided by their scale factor)."""
+        dt = self.dtype.type
+        s = self.blobs[2].data[0]
+        factor = dt(0) if s == 0 else dt(1) / s
+        return self.blobs[0].data * factor, self.std_cpu(self.blobs[1].data * factor)
+
+    def std_cpu(self, var):
+        """sqrt(var + eps), rounded in var's dtype."""
+        return self.xp.sqrt(var + var.dtype.type(self.eps))
 
     def _update_running_stats(self, mean, var, m: int) -> None:
         f = self.moving_average_fraction

@@ -8,7 +8,8 @@ and its accumulated parameter gradients, ReLU's negative_slope.  Per channel c:
 
     z = (x - mean[c]) / std[c],   u = z * gamma[c] + beta[c],   h = u > 0 ? u : u * negative_slope
 
-Forward: per-channel statistics, then one pass writing h.  Backward: one reduction (Scale's gradients
+The same passes run on both devices (CPU: numba kernels in core/cpu/bn_scale_relu.py; GPU: CUDA
+kernels in kernels/bn_scale_relu.cu).  Forward: per-channel statistics, then one pass writing h.  Backward: one reduction (Scale's gradients
 and BatchNorm's two sums), then one pass writing dx.  Backward reads x and h (h > 0 is the mask that
 Caffe's in-place ReLU reads); h can be recomputed from x and the saved statistics, so the net's
 memory plan need not keep it (In-Place Activated BatchNorm's trick).  After backward the top diff
@@ -16,6 +17,7 @@ holds what Caffe's in-place blob holds: BatchNorm's top gradient dz.
 """
 from __future__ import annotations
 
+from ..cpu import bn_scale_relu as cpu
 from ..cuda import batchnorm as bn_gpu
 from ..cuda import bn_scale_relu as gpu
 from ..layer import Layer
@@ -51,7 +53,7 @@ class BatchNormScaleReLU(Layer):
     """The fused unit over a net's BatchNorm, Scale and ReLU layers (their blobs are used, not copied)."""
 
     type = "BatchNorm+Scale+ReLU"
-    saved_for_backward = ("mean", "std", "z")  # z: the normalised input, CPU recompute to backward
+    saved_for_backward = ("mean", "std")
     can_recompute_outputs = True
     can_overwrite_input = True
 
@@ -61,7 +63,7 @@ class BatchNormScaleReLU(Layer):
         super().__init__(param, device=bn.device, dtype=bn.dtype, net_dir=bn.net_dir)
         self.bn, self.scale, self.relu = bn, scale, relu
         self.needs_backward = bn.needs_backward or scale.needs_backward or relu.needs_backward
-        self.mean = self.std = self.z = None
+        self.mean = self.std = None
 
     def backward_inputs(self) -> tuple[int, ...]:
         return (0,)
@@ -85,62 +87,30 @@ class BatchNormScaleReLU(Layer):
 
     # ------------------------------------------------------------------ CPU
     def forward_cpu(self, bottoms, tops) -> None:
-        mean, z, std = self.bn.statistics_cpu(bottoms[0].data, self.may_overwrite_input(bottoms, tops))
-        z /= std  # z is ours (or the input we may overwrite)
+        bn, x = self.bn, bottoms[0].data
+        if bn.use_global_stats:
+            mean, std = bn.global_stats_cpu()
+        else:
+            mean, var = cpu.batch_moments(x, self.dims)
+            bn._update_running_stats(mean, var, self.dims[0] * self.dims[2])
+            std = bn.std_cpu(var)
         self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
-        tops[0].data = self._scale_relu_cpu(z, out=z)
+        tops[0].data = self._forward(x, mean, std, self.output_buffer(bottoms, tops))
 
-    def _scale_relu_cpu(self, z, out=None):
-        """relu(z * gamma + beta) into ``out`` (may be z) or a new array, with Scale's and ReLU's roundings."""
+    def _forward(self, x, mean, std, out=None):
+        """The unit's output from its input and statistics into ``out`` (or a new array), by the device's kernels."""
         gamma, beta = self._gamma_beta()
-        channel = (1, self.dims[1], 1)
-        if out is not None and not out.flags.c_contiguous:
-            out = None
-        h = self.xp.multiply(z.reshape(self.dims), gamma.reshape(channel),
-                             out=None if out is None else out.reshape(self.dims))
-        if beta is not None:
-            h += beta.reshape(channel)
-        h = h.reshape(z.shape)
-        if self.relu.negative_slope:
-            return self.xp.multiply(h, self.relu.gain(h), out=h)
-        return self.xp.maximum(h, 0, out=h)
-
-    def _normalized_cpu(self, x):
-        z = x - self.mean
-        z /= self.std
-        return z
+        kernels = gpu if self.on_gpu else cpu
+        return kernels.forward(x, self.dims, mean, std, gamma, beta, self.relu.negative_slope, out=out)
 
     def recompute_outputs(self, bottoms, tops) -> None:
         if self.mean is None:
             raise RuntimeError(f"'{self.name}': no statistics to recompute the output from (forward ran "
                                "without backward, or backward already ran)")
-        if self.on_gpu:
-            gamma, beta = self._gamma_beta()
-            tops[0].data = gpu.forward(bottoms[0].data, self.dims, self.mean, self.std, gamma, beta,
-                                       self.relu.negative_slope)
-        else:
-            self.z = self._normalized_cpu(bottoms[0].data)  # backward needs it too: kept until then
-            tops[0].data = self._scale_relu_cpu(self.z)
+        tops[0].data = self._forward(bottoms[0].data, self.mean, self.std)
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        # The top diff turns into du, then dz, in place: what Caffe's in-place blob holds after each backward.
-        d = tops[0].diff
-        h = tops[0].data
-        d *= self.relu.gain(h) if self.relu.negative_slope else h > 0
-        z = self._normalized_cpu(bottoms[0].data) if self.z is None else self.z
-        self.z = None
-        gamma, _ = self._gamma_beta()
-        gamma_diff, beta_diff = self._param_diffs()
-        d3 = d.reshape(self.dims)
-        if beta_diff is not None:
-            beta_diff += d3.sum(axis=(0, 2)).reshape(beta_diff.shape)
-        if gamma_diff is not None:
-            gamma_diff += (d3 * z.reshape(self.dims)).sum(axis=(0, 2)).reshape(gamma_diff.shape)
-        if not self.bn.needs_backward:
-            return
-        d3 *= gamma.reshape(1, self.dims[1], 1)
-        if propagate_down[0]:
-            bottoms[0].diff = self.bn.input_gradient_cpu(d, z, self.std, overwrite_y=True)
+        self._backward(cpu, tops, propagate_down, bottoms)
 
     # ------------------------------------------------------------------ GPU
     def forward_gpu(self, bottoms, tops) -> None:
@@ -151,16 +121,19 @@ class BatchNormScaleReLU(Layer):
         else:
             mean, std = gpu.batch_stats(x, self.dims, bn.eps, bn.moving_average_fraction, running)
         self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
-        gamma, beta = self._gamma_beta()
-        tops[0].data = gpu.forward(x, self.dims, mean, std, gamma, beta, self.relu.negative_slope,
-                                   out=self.gpu_output_buffer(bottoms, tops))
+        tops[0].data = self._forward(x, mean, std, self.output_buffer(bottoms, tops))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
+        self._backward(gpu, tops, propagate_down, bottoms)
+
+    def _backward(self, kernels, tops, propagate_down, bottoms) -> None:
+        """Scale's gradients and the input's, by the device's kernels (they read x, h and the statistics)."""
         gamma, _ = self._gamma_beta()
         gamma_diff, beta_diff = self._param_diffs()
-        dx = gpu.backward(bottoms[0].data, tops[0].data, tops[0].diff, self.dims, self.mean, self.std, gamma,
-                          self.relu.negative_slope,
-                          batch_stats=not self.bn.use_global_stats, gamma_diff=gamma_diff, beta_diff=beta_diff,
-                          want_dx=self.bn.needs_backward and propagate_down[0], top_gets_dz=self.bn.needs_backward)
+        dx = kernels.backward(bottoms[0].data, tops[0].data, tops[0].diff, self.dims, self.mean, self.std, gamma,
+                              self.relu.negative_slope, batch_stats=not self.bn.use_global_stats,
+                              gamma_diff=gamma_diff, beta_diff=beta_diff,
+                              want_dx=self.bn.needs_backward and propagate_down[0],
+                              top_gets_dz=self.bn.needs_backward)
         if dx is not None:
             bottoms[0].diff = dx

@@ -47,7 +47,7 @@ class ReLULayer(Layer):
         bottoms[0].diff = dy * self.gain(x)
 
     def forward_gpu(self, bottoms, tops) -> None:
-        tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope, out=self.gpu_output_buffer(bottoms, tops))
+        tops[0].data = gpu.relu_forward(bottoms[0].data, self.negative_slope, out=self.output_buffer(bottoms, tops))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         if propagate_down[0]:

@@ -107,7 +107,7 @@ class ScaleLayer(Layer):
         self.x = x if self.needs_backward and self._in_place() else None
         bias = self.blobs[-1].data if self.param.scale_param.bias_term else None
         tops[0].data = scale_bias(x, self.dims, self._scale_blob(bottoms).data, bias,
-                                  out=self.gpu_output_buffer(bottoms, tops))
+                                  out=self.output_buffer(bottoms, tops))
 
     def backward_gpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff

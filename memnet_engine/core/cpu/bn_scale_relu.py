@@ -1,0 +1,135 @@
+"""CPU kernels of the fused BatchNorm -> Scale -> ReLU unit (layers/bn_scale_relu.py), compiled by numba.
+
+Arrays are (outer, channels, inner) views of C-contiguous blobs; per-channel vectors are flat.  Each
+pass reads and writes every element once, with the same float32 roundings as Caffe's three layers
+(z = (x - mean) / std, u = z * gamma + beta, h = u > 0 ? u : u * negative_slope); per-channel sums
+accumulate in float64 (8 running sums, in a fixed order: deterministic).  The channels are shared
+among the BLAS worker threads (core/blas.py; the kernels release the GIL).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import blas
+
+
+def _per_channel(kernel, channels: int, *args) -> None:
+    """``kernel(channel_indices, *args)`` with the channels shared among the workers."""
+    blas.parallel(lambda worker, mine: kernel(np.asarray(mine, np.int64), *args), range(channels))
+
+
+def batch_moments(x: np.ndarray, dims: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (biased) variance of x over its outer and inner axes, in x's dtype."""
+    x = x.reshape(dims)
+    mean, var = np.empty(dims[1], x.dtype), np.empty(dims[1], x.dtype)
+    _per_channel(_moments, dims[1], x, mean, var)
+    return mean, var
+
+
+def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.ndarray | None" = None) -> np.ndarray:
+    """h = relu((x - mean) / std * gamma + beta) into ``out`` (may be x) or a new array, returned."""
+    out = np.empty_like(x) if out is None else out
+    beta = np.zeros_like(gamma) if beta is None else beta  # + 0 changes nothing that the ReLU keeps
+    _per_channel(_forward, dims[1], x.reshape(dims), mean, std, gamma, beta, x.dtype.type(negative_slope),
+                 out.reshape(dims))
+    return out
+
+
+def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_stats: bool, gamma_diff, beta_diff,
+             want_dx: bool, top_gets_dz: bool) -> "np.ndarray | None":
+    """Gradients of the unit: Scale's (added to ``gamma_diff`` / ``beta_diff`` where not None) and, with
+    ``want_dx``, the input's (returned).  ``d`` (the top diff) is overwritten with the ReLU's input gradient,
+    or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds)."""
+    channels, dtype, shape = dims[1], x.dtype, x.shape
+    x, h, d = x.reshape(dims), h.reshape(dims), d.reshape(dims)
+    sums = np.zeros((2, channels))  # per channel: sum of du, sum of du * z
+    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, dtype.type(negative_slope), sums)
+    for diff, total in ((beta_diff, sums[0]), (gamma_diff, sums[1])):
+        if diff is not None:
+            flat = diff.reshape(-1)
+            flat += total.astype(dtype)
+    if not (want_dx or top_gets_dz):
+        return None
+    dx = np.empty(shape, dtype) if want_dx else None
+    count = dims[0] * dims[2]
+    # BatchNorm's backward reads the sums of dz and dz * z: gamma times those of du (rounded like its own)
+    mean_dz = (gamma * sums[0].astype(dtype)) if batch_stats else np.zeros_like(gamma)
+    mean_dz_z = (gamma * sums[1].astype(dtype)) if batch_stats else np.zeros_like(gamma)
+    _per_channel(_input_gradient, channels, x, d, mean, std, gamma, mean_dz, mean_dz_z,
+                 dtype.type(-1.0 / count), batch_stats, want_dx, d if dx is None else dx.reshape(dims))
+    return dx
+
+
+@njit(nogil=True, cache=True)
+def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
+    outer, _, inner = x.shape
+    count = outer * inner
+    for c in channels:
+        acc = np.zeros(8)
+        for n in range(outer):
+            plane = x[n, c]
+            for k in range(inner):
+                acc[k & 7] += plane[k]
+        mean[c] = acc.sum() / count
+        mu = mean[c]
+        acc[:] = 0
+        for n in range(outer):
+            plane = x[n, c]
+            for k in range(inner):
+                centred = plane[k] - mu
+                acc[k & 7] += centred * centred
+        var[c] = acc.sum() / count
+
+
+@njit(nogil=True, cache=True)
+def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cover (compiled)
+    outer, _, inner = x.shape
+    for c in channels:
+        mu, sd, g, b = mean[c], std[c], gamma[c], beta[c]
+        for n in range(outer):
+            src, dst = x[n, c], out[n, c]
+            for k in range(inner):
+                u = (src[k] - mu) / sd * g + b
+                dst[k] = u if u > 0 else u * slope
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward_sums(channels, x, h, d, mean, std, slope, sums):  # pragma: no cover (compiled)
+    """d *= relu'(h); sums[0, c] = sum of d, sums[1, c] = sum of d * z."""
+    outer, _, inner = x.shape
+    acc = np.zeros((2, 8))
+    for c in channels:
+        mu, sd = mean[c], std[c]
+        acc[:] = 0
+        for n in range(outer):
+            src, out, grad = x[n, c], h[n, c], d[n, c]
+            for k in range(inner):
+                du = grad[k] * (1 if out[k] > 0 else slope)
+                grad[k] = du
+                acc[0, k & 7] += du
+                acc[1, k & 7] += du * ((src[k] - mu) / sd)
+        sums[0, c] = acc[0].sum()
+        sums[1, c] = acc[1].sum()
+
+
+@njit(nogil=True, cache=True)
+def _input_gradient(channels, x, d, mean, std, gamma, mean_dz, mean_dz_z, minus_inv_count, batch_stats,
+                    want_dx, dx):  # pragma: no cover (compiled)
+    """d *= gamma (dz); with ``want_dx``, dx = (dz - (z * sum(dz z) + sum(dz)) / count) / std with batch
+    statistics, else dz / std."""
+    outer, _, inner = x.shape
+    for c in channels:
+        mu, sd, g, a, b = mean[c], std[c], gamma[c], mean_dz_z[c], mean_dz[c]
+        for n in range(outer):
+            src, grad, out = x[n, c], d[n, c], dx[n, c]
+            for k in range(inner):
+                dz = grad[k] * g
+                grad[k] = dz
+                if not want_dx:
+                    continue
+                if batch_stats:
+                    out[k] = ((src[k] - mu) / sd * a + b) * minus_inv_count + dz
+                    out[k] /= sd
+                else:
+                    out[k] = dz / sd
