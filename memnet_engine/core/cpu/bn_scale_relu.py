@@ -3,7 +3,7 @@
 Arrays are (outer, channels, inner) views of C-contiguous blobs; per-channel vectors are flat.  Each
 pass reads and writes every element once, with the same float32 roundings as Caffe's three layers
 (z = (x - mean) / std, u = z * gamma + beta, h = u > 0 ? u : u * negative_slope); per-channel sums
-accumulate in float64 (8 running sums, in a fixed order: deterministic).  The channels are shared
+accumulate in float64 over contiguous rows, vectorised (the same order whatever the blobs' layout).  The channels are shared
 among the BLAS worker threads (core/blas.py; the kernels release the GIL).
 """
 from __future__ import annotations
@@ -61,25 +61,43 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     return dx
 
 
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _dot(a, b):  # pragma: no cover (compiled)
+    """sum of a[k] * b[k] (float32 products) in float64, in the order of LLVM's vector lanes (the kernels' only
+    fast-math).  Callers pass contiguous scratch rows, so the order depends on the row length alone, not on
+    the blobs' layout."""
+    total = 0.0
+    for k in range(a.size):
+        total += np.float64(a[k] * b[k])
+    return total
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _sum(a):  # pragma: no cover (compiled)
+    """sum of a[k] in float64, in ``_dot``'s order."""
+    total = 0.0
+    for k in range(a.size):
+        total += np.float64(a[k])
+    return total
+
+
 @njit(nogil=True, cache=True)
 def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
     outer, _, inner = x.shape
-    count = outer * inner
+    row = np.empty(inner, x.dtype)
     for c in channels:
-        acc = np.zeros(8)
+        total = 0.0
+        for n in range(outer):
+            row[:] = x[n, c]
+            total += _sum(row)
+        mean[c] = total / (outer * inner)
+        mu, total = mean[c], 0.0
         for n in range(outer):
             plane = x[n, c]
             for k in range(inner):
-                acc[k & 7] += plane[k]
-        mean[c] = acc.sum() / count
-        mu = mean[c]
-        acc[:] = 0
-        for n in range(outer):
-            plane = x[n, c]
-            for k in range(inner):
-                centred = plane[k] - mu
-                acc[k & 7] += centred * centred
-        var[c] = acc.sum() / count
+                row[k] = plane[k] - mu
+            total += _dot(row, row)
+        var[c] = total / (outer * inner)
 
 
 @njit(nogil=True, cache=True)
@@ -98,19 +116,19 @@ def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cov
 def _relu_backward_sums(channels, x, h, d, mean, std, slope, sums):  # pragma: no cover (compiled)
     """d *= relu'(h); sums[0, c] = sum of d, sums[1, c] = sum of d * z."""
     outer, _, inner = x.shape
-    acc = np.zeros((2, 8))
+    du, z = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
     for c in channels:
-        mu, sd = mean[c], std[c]
-        acc[:] = 0
+        mu, sd, total, total_z = mean[c], std[c], 0.0, 0.0
         for n in range(outer):
             src, out, grad = x[n, c], h[n, c], d[n, c]
             for k in range(inner):
-                du = grad[k] * (1 if out[k] > 0 else slope)
-                grad[k] = du
-                acc[0, k & 7] += du
-                acc[1, k & 7] += du * ((src[k] - mu) / sd)
-        sums[0, c] = acc[0].sum()
-        sums[1, c] = acc[1].sum()
+                du[k] = grad[k] * (1 if out[k] > 0 else slope)
+                grad[k] = du[k]
+                z[k] = (src[k] - mu) / sd
+            total += _sum(du)
+            total_z += _dot(du, z)
+        sums[0, c] = total
+        sums[1, c] = total_z
 
 
 @njit(nogil=True, cache=True)
@@ -124,12 +142,12 @@ def _input_gradient(channels, x, d, mean, std, gamma, mean_dz, mean_dz_z, minus_
         for n in range(outer):
             src, grad, out = x[n, c], d[n, c], dx[n, c]
             for k in range(inner):
-                dz = grad[k] * g
-                grad[k] = dz
-                if not want_dx:
-                    continue
-                if batch_stats:
-                    out[k] = ((src[k] - mu) / sd * a + b) * minus_inv_count + dz
-                    out[k] /= sd
-                else:
-                    out[k] = dz / sd
+                grad[k] *= g
+            if not want_dx:
+                continue
+            if batch_stats:
+                for k in range(inner):
+                    out[k] = (((src[k] - mu) / sd * a + b) * minus_inv_count + grad[k]) / sd
+            else:
+                for k in range(inner):
+                    out[k] = grad[k] / sd
