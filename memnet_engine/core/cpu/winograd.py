@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 from numba import njit
 
 # Bytes of one chunk's transformed input V (its M is as large for equal channel counts).
-CHUNK_BYTES = 5 << 18  # 1.25 MiB: one 31x31 image with 64 channels per chunk
+CHUNK_BYTES = 1 << 20
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # F(2x2, 3x3) kernel transform
 _GG = np.kron(_G, _G)  # (16, 9): vec(G g G^T) = (G kron G) vec(g), row-major vectors

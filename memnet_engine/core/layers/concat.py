@@ -5,6 +5,9 @@ the output (given as ``planned_outputs[0]``); those bottoms, listed in ``bottoms
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .. import blas
 from ..cuda.copy import concat_into, concat_slice
 from ..errors import NetError
 from ..layer import Layer, register
@@ -63,7 +66,10 @@ class ConcatLayer(Layer):
         tops[0].data = out
 
     def forward_cpu(self, bottoms, tops) -> None:
-        self._forward(bottoms, tops, lambda out, data, i: out.__setitem__(self._slice(i), data))
+        """The copies run on the BLAS workers (NumPy copies release the GIL; large ones are memory-bound)."""
+        copies = []
+        self._forward(bottoms, tops, lambda out, data, i: copies.append((out, data, i)))
+        blas.parallel(lambda worker, mine: [np.copyto(out[self._slice(i)], data) for out, data, i in mine], copies)
 
     def _output(self, tops):
         out = self.planned_outputs.get(0)
@@ -71,9 +77,11 @@ class ConcatLayer(Layer):
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
-        for i, b in enumerate(bottoms):
-            if propagate_down[i]:
-                b.diff = dy[self._slice(i)].copy()
+        diffs: dict = {}  # filled by the BLAS workers
+        wanted = [i for i in range(len(bottoms)) if propagate_down[i]]
+        blas.parallel(lambda worker, mine: diffs.update({i: dy[self._slice(i)].copy() for i in mine}), wanted)
+        for i in wanted:
+            bottoms[i].diff = diffs[i]
 
     def forward_gpu(self, bottoms, tops) -> None:
         self._forward(bottoms, tops, lambda out, data, i: concat_into(out, data, self.axis, self.offsets[i]))
