@@ -453,6 +453,9 @@ def print_report(report: dict) -> None:
             print(line)
     print("(peak memory: memnet-engine GPU = CuPy pool bytes in use, CPU = tracemalloc bytes since the phase's "
           "net was built; PyTorch GPU = max_memory_allocated; launches and copies: CUDA profiler, one step)")
+    print("(conv GFLOP: direct convolution's 2 * K * C * kh * kw per output; on the CPU memnet-engine runs 3x3 "
+          "stride-1 convolutions by Winograd F(2x2,3x3), 2.25x fewer multiplications: its TFLOP/s there are "
+          "effective, and may pass the GEMM peak)")
     profile = report["train"].get("engine", {}).get("profile")
     if profile:
         print()
