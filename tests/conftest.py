@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import signal
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,19 @@ def build_layer(text: str, bottom_shapes, phase=me.TRAIN, dtype=np.float64, seed
     layer = me.create_layer(param, dtype=dtype)
     layer.setup(bottoms, tops)
     return layer, bottoms, tops
+
+
+def traced_memory_of(run, repeats: int = 3) -> tuple[int, int]:
+    """(growth, peak above the start) in bytes of Python-traced memory over ``repeats`` calls of ``run()``."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(repeats):
+            run()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return current - before, peak - before
 
 
 def interrupt_after(command: list, marker: str, stream: str, **popen) -> tuple[int, str, str]:

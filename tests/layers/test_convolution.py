@@ -1,9 +1,8 @@
 """Convolution: forward against a direct loop implementation, gradient checks per configuration,
 the CPU's chunking (bands of rows, groups of images) and its steady state without allocations."""
-import tracemalloc
-
 import numpy as np
 import pytest
+from conftest import traced_memory_of
 
 import memnet_engine as me
 from memnet_engine.core.gradcheck import check_layer
@@ -189,18 +188,11 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
     assert all((n1 - n0 == 1) == bands for n0, n1, _, _ in chunks)
     workspace = net.workspace.nbytes
     assert workspace > 0
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(3):
-            conv_step()
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current - before < 64 * 1024, f"traced memory grew by {current - before} bytes"  # Python free lists
+    growth, peak = traced_memory_of(conv_step)
+    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes"  # Python free lists
     assert activation_bytes == 1 << 20
     # Thread-pool bookkeeping peaks near 70 KiB; one image's activation (the smallest large buffer) is 256 KiB.
-    assert peak - before < activation_bytes // 8, f"a step peaked {peak - before} bytes higher"
+    assert peak < activation_bytes // 8, f"a step peaked {peak} bytes higher"
     assert net.workspace.nbytes == workspace
     assert np.isfinite(net.blobs["c0"].diff).all() and np.abs(net.params["c0"][0].diff).sum() > 0
 

@@ -1,10 +1,9 @@
 """Convolution by Winograd's F(2x2, 3x3) on the CPU (core/cpu/winograd.py): the same results as im2col + GEMM
 (float64: to rounding; float32: within the golden tolerance), at every chunk and image edge, its gradient
 checks, where the layer chooses it, and steady-state steps that allocate nothing large."""
-import tracemalloc
-
 import numpy as np
 import pytest
+from conftest import traced_memory_of
 from test_convolution import conv_text
 
 from memnet_engine.core.cpu import winograd
@@ -105,15 +104,8 @@ def test_steady_state_steps_allocate_no_large_buffers(make_layer) -> None:
     step()
     assert layer._uses_winograd and layer._scratch.nbytes > 0
     workspace = layer._scratch.nbytes
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(3):
-            step()
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current - before < 64 * 1024, f"traced memory grew by {current - before} bytes"
-    assert peak - before < activation_bytes // 8, f"a step peaked {peak - before} bytes higher"
+    growth, peak = traced_memory_of(step)
+    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes"
+    assert peak < activation_bytes // 8, f"a step peaked {peak} bytes higher"
     assert layer._scratch.nbytes == workspace
     assert np.isfinite(bottoms[0].diff).all() and np.abs(layer.blobs[0].diff).sum() > 0
