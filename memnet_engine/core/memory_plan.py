@@ -1,7 +1,8 @@
 """What a net runs, and when each blob array lives: the schedule and the memory plan.
 
 The schedule is the net's layers in order, except that each BatchNorm -> Scale -> ReLU chain runs as
-one fused unit (layers/bn_scale_relu.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
+one fused unit (layers/bn_scale_relu.py), and in planned forward passes (inference) on the CPU, such a
+unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
 keeping every blob.  The planned path (``keep_intermediates=False``: inference, and a solver step
 through ``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what
 each layer declares its backward reads (the contract in core/layer.py; Chainer's retain_inputs /
@@ -45,7 +46,9 @@ from .errors import NetError
 from .layer import Layer, add_loss
 from .layers.bn_scale_relu import BatchNormScaleReLU, fusable
 from .layers.concat import ConcatLayer
+from .layers.convolution import ConvolutionLayer
 from .layers.split import SplitLayer
+from .layers.unit_convolution import UnitConvolution
 
 if TYPE_CHECKING:
     from .net import Net
@@ -62,6 +65,7 @@ class Step:
     tops: list[str]
     need_backward: bool
     propagate_down: list[bool]
+    skipped: list[str] = field(default_factory=list)  # blobs of its layers that the step never makes
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Schedule:
                                  net.bottom_need_backward[i]) for i, layer in enumerate(net.layers)]
         self.units: dict[int, Step] = self._fused_units(net) if fuse else {}
         self.unit_of = {i: unit.first for unit in self.units.values() for i in range(unit.first, unit.last + 1)}
+        self.unit_convolutions: dict[int, Step] = self._unit_convolutions(net)
         self.ran_fused: set[int] = set()  # units whose last forward ran fused (backward must match)
         self._plans: dict[tuple, MemoryPlan] = {}
 
@@ -115,10 +120,38 @@ class Schedule:
                 i += 1
         return units
 
-    def forward_steps(self, start: int, end: int) -> list[Step]:
-        """Steps running layers ``start..end``: units wholly inside fused, the others layer by layer."""
+    def _unit_convolutions(self, net: "Net") -> dict[int, Step]:
+        """Per fused unit that only a convolution reads: the step running both (layers/unit_convolution.py),
+        by the unit's first layer.  Only planned forward passes use it: they run no backward (a plan without
+        backward keeps nothing a backward would read)."""
+        readers: dict[str, int] = {}  # by the steps outside the units (a unit's Scale and ReLU read h in place)
+        for i, names in enumerate(net.bottom_names):
+            for name in names if self.unit_of.get(i, i) == i else ():
+                readers[name] = readers.get(name, 0) + 1
+        fused = {}
+        for first, unit in self.units.items():
+            after = unit.last + 1
+            if after >= len(net.layers) or not isinstance(net.layers[after], ConvolutionLayer):
+                continue
+            (h,) = unit.tops
+            if net.bottom_names[after] != [h] or readers[h] != 1 or h in net.outputs:
+                continue
+            fused[first] = Step(UnitConvolution(unit.layer, net.layers[after]), first, after, list(unit.bottoms),
+                                list(net.top_names[after]), False, [False], skipped=[h])
+        return fused
+
+    def forward_steps(self, start: int, end: int, keep: "frozenset[str] | None" = None) -> list[Step]:
+        """Steps running layers ``start..end``: units wholly inside fused, the others layer by layer.  ``keep``:
+        the blobs a planned pass keeps (None: every blob, pycaffe's pass); a planned pass also runs a unit
+        and the convolution that alone reads its output as one step where it can (``UnitConvolution``)."""
         steps, i = [], start
         while i <= end:
+            both = self.unit_convolutions.get(i) if keep is not None else None
+            if both is not None and both.last <= end and both.layer.applies and not keep & set(self.units[i].tops):
+                self.ran_fused.add(i)
+                steps.append(both)
+                i = both.last + 1
+                continue
             unit = self.units.get(i)
             if unit is not None and unit.last <= end:
                 self.ran_fused.add(i)
@@ -325,7 +358,7 @@ def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None)
                 if isinstance(layer, ConcatLayer):
                     layer.bottoms_in_place = frozenset()
         if plan is not None:
-            for name in plan.free_after_forward[s]:
+            for name in plan.free_after_forward[s] + step.skipped:  # nothing may read a skipped blob's old data
                 net.blobs[name].release()
     return loss
 

@@ -270,8 +270,9 @@ class Net:
         (outputs, inputs and the blobs named in ``keep`` are kept; reading a freed blob raises).
         """
         end = len(self.layers) - 1 if end is None else end
-        steps = self.schedule.forward_steps(start, end)
-        plan = None if keep_intermediates else self.schedule.plan(self, steps, self._kept(keep), backward=False)
+        kept = None if keep_intermediates else frozenset(self._kept(keep))
+        steps = self.schedule.forward_steps(start, end, kept)
+        plan = None if kept is None else self.schedule.plan(self, steps, kept, backward=False)
         return run_forward(self, steps, plan)
 
     def _kept(self, extra: Sequence[str] = ()) -> set[str]:

@@ -24,7 +24,7 @@ def run_layer(layer, bottoms, tops, dy, use_winograd: bool) -> list:
     """Forward and backward (gradients accumulated onto ones); returns top, bottom diff and param diffs."""
     layer.workspace = None
     layer._scratch.winograd = use_winograd
-    assert layer._uses_winograd == use_winograd
+    assert layer.uses_winograd == use_winograd
     layer.forward(bottoms, tops)
     tops[0].diff = dy.copy()
     for blob in layer.blobs:
@@ -77,14 +77,14 @@ def test_float32_error_is_as_small_as_the_direct_sums(make_layer) -> None:
 ])
 def test_the_layer_chooses_winograd_for_3x3_stride1_convolutions(make_layer, options, channels, chosen) -> None:
     layer, _, _ = make_layer(conv_text(options, 8), [(1, channels, 6, 6)])
-    assert layer._uses_winograd == chosen
+    assert layer.uses_winograd == chosen
     layer._scratch.winograd = False
-    assert not layer._uses_winograd
+    assert not layer.uses_winograd
 
 
 def test_gradient_check(make_layer) -> None:
     layer, bottoms, tops = make_layer(conv_text("kernel_size: 3 pad: 1", 8), [(2, 8, 5, 6)])
-    assert layer._uses_winograd
+    assert layer.uses_winograd
     check_layer(layer, bottoms, tops).assert_ok()
 
 
@@ -102,7 +102,7 @@ def test_steady_state_steps_allocate_no_large_buffers(make_layer) -> None:
         layer.backward(tops, [True], bottoms)
 
     step()
-    assert layer._uses_winograd and layer._scratch.nbytes > 0
+    assert layer.uses_winograd and layer._scratch.nbytes > 0
     workspace = layer._scratch.nbytes
     growth, peak = traced_memory_of(step)
     assert growth < 64 * 1024, f"traced memory grew by {growth} bytes"

@@ -67,27 +67,45 @@ def _grid(out_hw: tuple[int, int], channels: int, itemsize: int) -> tuple[int, l
     return tiles_per_row, [(r, min(r + rows, tile_rows)) for r in range(0, tile_rows, rows)]
 
 
+def _prologue(prologue: tuple, channels: int, dtype) -> tuple:
+    """``_input_tiles``'s prologue arguments: (apply, mean, std, gamma, beta, slope), vectors of ``dtype``."""
+    mean, std, gamma, beta, slope = prologue
+    beta = np.zeros(channels, dtype) if beta is None else beta  # + 0 changes nothing that the ReLU keeps
+    vectors = (np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in (mean, std, gamma, beta))
+    return (True, *vectors, dtype.type(slope))
+
+
+def _no_prologue(channels: int, dtype) -> tuple:
+    ones = np.ones(channels, dtype)
+    return (False, ones, ones, ones, ones, dtype.type(0))
+
+
 def _slot(scratch: "Workspace", name: str, worker: int, shape: tuple[int, ...], dtype) -> np.ndarray:
     return scratch.array(f"winograd_{name}{worker}", shape, dtype)
 
 
 def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray, bias: "np.ndarray | None",
-             scratch: "Workspace") -> None:
+             scratch: "Workspace", prologue: "tuple | None" = None) -> None:
     """out (N, K, Ho, Wo) = x (N, C, H, W) convolved (3x3, stride 1, ``pad``) with the kernels whose transform
-    is ``u`` (16, K, C), plus ``bias`` (K,) when given; Ho = H + 2 pad - 2."""
+    is ``u`` (16, K, C), plus ``bias`` (K,) when given; Ho = H + 2 pad - 2.
+
+    ``prologue`` = (mean, std, gamma, beta, negative_slope), per-channel vectors but the slope: x is first
+    replaced by relu((x - mean) / std * gamma + beta), with the fused BatchNorm unit's roundings, as each
+    input row is loaded (the padding stays 0)."""
     x = np.ascontiguousarray(x)
     num, channels = x.shape[:2]
     outputs = u.shape[1]
     tiles_per_row, row_ranges = _grid(out.shape[2:], max(channels, outputs), x.dtype.itemsize)
     chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
     bias = np.zeros(outputs, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype).reshape(-1)
+    unit = _no_prologue(channels, x.dtype) if prologue is None else _prologue(prologue, channels, x.dtype)
 
     def work(worker: int, mine) -> None:
         for n, r0, r1 in mine:
             tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
             v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
             m = _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
-            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v)
+            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
             np.matmul(u, v, out=m)
             _output_tiles(m, n, r0, r1, tiles_per_row, bias, out)
 
@@ -102,6 +120,7 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
     outputs = dy.shape[1]
     tiles_per_row, row_ranges = _grid(dy.shape[2:], max(channels, outputs), x.dtype.itemsize)
     chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
+    unit = _no_prologue(channels, x.dtype)
 
     def work(worker: int, mine) -> None:
         total = _slot(scratch, "du", worker, (16, outputs, channels), x.dtype)
@@ -110,7 +129,7 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
             tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
             v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
             m = _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
-            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v)
+            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
             _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
             np.matmul(m, v.transpose(0, 2, 1), out=product if index else total)
             if index:
@@ -122,10 +141,12 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
 
 
 @njit(nogil=True, cache=True)
-def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v):  # pragma: no cover (compiled)
+def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta,
+                 slope):  # pragma: no cover (compiled)
     """v[4i + j, c, r * (tiles_per_row + 1) + q] = (B^T d B)[i, j] for the 4x4 input patch d of tile (r0 + r, q)
     of image n: rows 2 (r0 + r) - pad_h .. + 3, columns 2q - pad_w .. + 3 (zero outside the image); one spare
-    tile per row (q = tiles_per_row) holds a finite value that nothing reads.
+    tile per row (q = tiles_per_row) holds a finite value that nothing reads.  With ``activate``, d is taken
+    from relu((x - mean[c]) / std[c] * gamma[c] + beta[c]) (see ``convolve``'s prologue).
 
     The patch rows and columns are split by parity into four planes, so that both transform stages are long
     unit-stride loops over all the chunk's tiles (vectorised by LLVM)."""
@@ -134,7 +155,9 @@ def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v):  # pragma: no co
     size, tiles = (rows + 1) * stride, rows * stride
     planes = np.zeros((4, size + 1), v.dtype)  # P[2a + b][r * stride + q] = padded input (2r + a, 2q + b)
     columns = np.empty((8, size), v.dtype)  # B^T along the rows, plane 4a + j: input rows of parity a
+    activated = np.empty(width, v.dtype)
     for c in range(channels):
+        mu, sd, g, b = mean[c], std[c], gamma[c], beta[c]
         for r in range(rows + 1):
             for a in range(2):
                 h = 2 * (r0 + r) + a - pad_h
@@ -144,6 +167,11 @@ def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v):  # pragma: no co
                     odd[:] = 0
                     continue
                 line = x[n, c, h]
+                if activate:
+                    for w in range(width):
+                        u = (line[w] - mu) / sd * g + b
+                        activated[w] = u if u > 0 else u * slope
+                    line = activated
                 for q in range(stride):
                     w = 2 * q - pad_w
                     even[q] = line[w] if 0 <= w < width else 0

@@ -75,7 +75,7 @@ class BatchNormScaleReLU(Layer):
         tops[0].reshape(bottoms[0].shape)
         self.dims = self.bn.gpu_dims(bottoms[0])  # (outer, channels, inner)
 
-    def _gamma_beta(self):
+    def gamma_beta(self):
         blobs = self.scale.blobs
         return blobs[0].data, blobs[1].data if len(blobs) > 1 else None
 
@@ -99,7 +99,7 @@ class BatchNormScaleReLU(Layer):
 
     def _forward(self, x, mean, std, out=None):
         """The unit's output from its input and statistics into ``out`` (or a new array), by the device's kernels."""
-        gamma, beta = self._gamma_beta()
+        gamma, beta = self.gamma_beta()
         kernels = gpu if self.on_gpu else cpu
         return kernels.forward(x, self.dims, mean, std, gamma, beta, self.relu.negative_slope, out=out)
 
@@ -128,7 +128,7 @@ class BatchNormScaleReLU(Layer):
 
     def _backward(self, kernels, tops, propagate_down, bottoms) -> None:
         """Scale's gradients and the input's, by the device's kernels (they read x, h and the statistics)."""
-        gamma, _ = self._gamma_beta()
+        gamma, _ = self.gamma_beta()
         gamma_diff, beta_diff = self._param_diffs()
         dx = kernels.backward(bottoms[0].data, tops[0].data, tops[0].diff, self.dims, self.mean, self.std, gamma,
                               self.relu.negative_slope, batch_stats=not self.bn.use_global_stats,

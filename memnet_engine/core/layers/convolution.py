@@ -240,7 +240,7 @@ class ConvolutionLayer(Layer):
         return view(array, (self.num_output, -1))
 
     @property
-    def _uses_winograd(self) -> bool:
+    def uses_winograd(self) -> bool:
         """True when the CPU runs this convolution by Winograd's F(2x2, 3x3) (core/cpu/winograd.py)."""
         g = self.geometry
         return (self._scratch.winograd and max(g.pad) <= 2
@@ -323,13 +323,17 @@ class ConvolutionLayer(Layer):
             current = np.empty(blob.shape, self.dtype)
         return current
 
-    def forward_cpu(self, bottoms, tops) -> None:
+    def forward_cpu(self, bottoms, tops, prologue: "tuple | None" = None) -> None:
+        """``prologue``: a fused BatchNorm unit's activation applied to the input first (Winograd only: see
+        core/cpu/winograd.py ``convolve``; layers/unit_convolution.py)."""
         x = bottoms[0].data
         y = self._own_array(tops[0], tops[0].data, x)
         bias = self.blobs[1].data if len(self.blobs) > 1 else None
-        if self._uses_winograd:
+        if self.uses_winograd:
             winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
-                              self._scratch)
+                              self._scratch, prologue)
+        elif prologue is not None:
+            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
         else:
             self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias)
         tops[0].data = y
@@ -342,7 +346,7 @@ class ConvolutionLayer(Layer):
         want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
         x, dy = bottoms[0].data, tops[0].diff
         dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if want_input else None
-        if self._uses_winograd:
+        if self.uses_winograd:
             self._backward_winograd(x, dy, dx, want_bias, want_weights)
         else:
             self._backward_gemm(x, dy, dx, want_bias, want_weights)

@@ -1,0 +1,57 @@
+"""A fused BatchNorm unit and the 3x3 convolution that alone reads it, run as one step in planned inference
+(layers/unit_convolution.py): bit-identical outputs, the unit's output never made, and only where it applies."""
+import numpy as np
+import pytest
+from conftest import GOLDEN_FIXTURES
+
+import memnet_engine as me
+
+FUSED = "BatchNorm+Scale+ReLU+Convolution"
+
+
+@pytest.fixture
+def deploy_net() -> tuple[me.Net, np.ndarray]:
+    """The golden M2R2 C8 deploy net (8 channels: its 3x3 convolutions run by Winograd) and its input."""
+    net = me.Net(str(GOLDEN_FIXTURES / "memnet_m2r2_c8_deploy.prototxt"), phase=me.TEST,
+                 weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_iter_4.caffemodel"))
+    return net, np.load(GOLDEN_FIXTURES / "memnet_m2r2_c8.npz")["deploy/input"]
+
+
+def fused_steps(net: me.Net, keep=()) -> list:
+    steps = net.schedule.forward_steps(0, len(net.layers) - 1, frozenset(net._kept(keep)))
+    return [step for step in steps if step.layer.type == FUSED]
+
+
+def test_planned_inference_fuses_units_into_their_convolutions_bit_identically(deploy_net) -> None:
+    net, image = deploy_net
+    reference = {name: data.copy() for name, data in net.forward(data=image).items()}
+    fused = fused_steps(net)
+    # every recursion's two units; not the gate's (a 1x1 convolution reads it) nor the reconstruction's (1 output)
+    assert len(fused) == 8 and all(step.layer.applies for step in fused)
+    outputs = net.forward(data=image, keep_intermediates=False)
+    for name, data in reference.items():
+        assert np.all(np.isfinite(outputs[name]))
+        np.testing.assert_array_equal(outputs[name], data, err_msg=name)
+    for step in fused:
+        (unit_output,) = step.layer.unit.param.top
+        with pytest.raises(me.ReleasedBlobError):
+            net.blobs[unit_output].data
+
+
+def test_a_kept_unit_output_is_not_fused(deploy_net) -> None:
+    net, image = deploy_net
+    first = fused_steps(net)[0]
+    (unit_output,) = first.layer.unit.param.top
+    assert all(step.first != first.first for step in fused_steps(net, keep=[unit_output]))
+    outputs = net.forward(blobs=[unit_output], data=image, keep_intermediates=False)
+    assert np.abs(outputs[unit_output]).max() > 0
+
+
+def test_no_fusion_for_pycaffe_passes_im2col_or_training(deploy_net) -> None:
+    net, _ = deploy_net
+    everything = net.schedule.forward_steps(0, len(net.layers) - 1)  # pycaffe's pass keeps every blob
+    assert not [step for step in everything if step.layer.type == FUSED]
+    net.workspace.winograd = False
+    assert not fused_steps(net)
+    train = me.Net(str(GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"), phase=me.TRAIN)
+    assert train.schedule.unit_convolutions and not fused_steps(train)  # batch statistics: the unit runs alone
