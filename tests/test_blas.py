@@ -16,6 +16,7 @@ def test_parallel_gives_every_item_to_exactly_one_worker() -> None:
     assert all(items == list(range(worker, 7, used)) for worker, items in seen.items())
     assert blas.parallel(lambda worker, items: seen.setdefault(-1, []).extend(items), [3, 4], serial=True) == 1
     assert seen[-1] == [3, 4]
+    assert blas.parallel(lambda worker, items: seen.setdefault(-2, []).extend(items), []) == 0 and -2 not in seen
 
 
 def test_products_on_worker_threads_match_the_main_thread() -> None:

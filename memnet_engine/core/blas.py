@@ -56,6 +56,8 @@ def parallel(work: Callable[[int, Sequence[T]], None], items: Sequence[T], *, se
     share saves a thread hand-off per call (tens of microseconds, hundreds of calls per training step)."""
     setter = _local_thread_setter()
     n = 1 if serial else min(workers(), len(items))
+    if n == 0:
+        return 0
     if setter is None:
         work(0, items)  # one worker: BLAS threads itself
         return 1
