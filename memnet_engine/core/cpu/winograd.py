@@ -1,4 +1,4 @@
-"""3x3 convolution (stride 1, dilation 1, any padding) on the CPU by Winograd's F(2x2, 3x3) algorithm.
+"""3x3 convolution (stride 1, dilation 1, padding up to 2) on the CPU by Winograd's F(2x2, 3x3) algorithm.
 
 Each 2x2 block of outputs ("tile") of a channel is A^T [sum_c U[k, c] * V[c]] A, elementwise in the
 4x4 transformed domain: V = B^T d B is the 4x4 input patch d transformed, U = G g G^T the 3x3 kernel
@@ -23,13 +23,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from .. import blas
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
-
-from numba import njit
 
 # Bytes of one chunk's transformed input V (its M is as large for equal channel counts).
 CHUNK_BYTES = 1 << 20
@@ -38,11 +37,12 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # F(2x
 _GG = np.kron(_G, _G)  # (16, 9): vec(G g G^T) = (G kron G) vec(g), row-major vectors
 
 
-def applies(kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], group: int,
-            channels: int, num_output: int) -> bool:
-    """True for the convolutions this module runs: 3x3, stride 1, dilation 1, one group, and enough channels
-    on both sides (>= 8) for the 16 GEMMs to beat im2col's one."""
-    return (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and group == 1
+def applies(kernel: tuple[int, int], pad: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+            group: int, channels: int, num_output: int) -> bool:
+    """True for the convolutions this module runs: 3x3, padding up to 2 (the input gradient's is 2 - pad),
+    stride 1, dilation 1, one group, and enough channels on both sides (>= 8) for the 16 GEMMs to beat
+    im2col's one."""
+    return (kernel == (3, 3) and max(pad) <= 2 and stride == (1, 1) and dilation == (1, 1) and group == 1
             and min(channels, num_output) >= 8)
 
 

@@ -243,9 +243,8 @@ class ConvolutionLayer(Layer):
     def uses_winograd(self) -> bool:
         """True when the CPU runs this convolution by Winograd's F(2x2, 3x3) (core/cpu/winograd.py)."""
         g = self.geometry
-        return (self._scratch.winograd and max(g.pad) <= 2
-                and winograd.applies(g.kernel, g.stride, g.dilation, self.group, self.blobs[0].shape[1],
-                                     self.num_output))
+        return self._scratch.winograd and winograd.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
+                                                           self.blobs[0].shape[1], self.num_output)
 
     def _gemm(self, gemm, a, b, out, **options) -> None:
         """One product per group (``gemm`` is ``_matmul`` or cuBLAS's): rows of a, b and out split evenly."""
