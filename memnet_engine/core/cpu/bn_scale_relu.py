@@ -1,10 +1,11 @@
 """CPU kernels of the fused BatchNorm -> Scale -> ReLU unit (layers/bn_scale_relu.py), compiled by numba.
 
-Arrays are (outer, channels, inner) views of C-contiguous blobs; per-channel vectors are flat.  Each
-pass reads and writes every element once, with the same float32 roundings as Caffe's three layers
-(z = (x - mean) / std, u = z * gamma + beta, h = u > 0 ? u : u * negative_slope); per-channel sums
-accumulate in float64 over contiguous rows, vectorised (the same order whatever the blobs' layout).  The channels are shared
-among the BLAS worker threads (core/blas.py; the kernels release the GIL).
+Arrays are (outer, channels, inner) views of the blobs (a zero-copy Concat's channel slice is one too);
+per-channel vectors are flat.  Each pass reads and writes every element once, with the same float32
+roundings as Caffe's three layers (z = (x - mean) / std, u = z * gamma + beta,
+h = u > 0 ? u : u * negative_slope); per-channel sums accumulate in float64 over contiguous scratch rows,
+vectorised (so the order does not depend on the blobs' layout).  The channels are shared among the BLAS
+worker threads (core/blas.py; the kernels release the GIL).
 """
 from __future__ import annotations
 
