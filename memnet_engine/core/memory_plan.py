@@ -1,8 +1,8 @@
 """What a net runs, and when each blob array lives: the schedule and the memory plan.
 
 The schedule is the net's layers in order, except that each BatchNorm -> Scale -> ReLU chain runs as
-one fused unit (layers/bn_scale_relu.py), and in planned forward passes (inference) on the CPU, such a
-unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
+one fused unit (layers/bn_scale_relu.py), and in planned passes (inference, solver steps) on the CPU, such
+a unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
 keeping every blob.  The planned path (``keep_intermediates=False``: inference, and a solver step
 through ``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what
 each layer declares its backward reads (the contract in core/layer.py; Chainer's retain_inputs /
@@ -122,8 +122,7 @@ class Schedule:
 
     def _unit_convolutions(self, net: "Net") -> dict[int, Step]:
         """Per fused unit that only a convolution reads: the step running both (layers/unit_convolution.py),
-        by the unit's first layer.  Only planned forward passes use it: they run no backward (a plan without
-        backward keeps nothing a backward would read)."""
+        by the unit's first layer (planned passes use it: they read no blob but the kept ones)."""
         readers: dict[str, int] = {}  # by the steps outside the units (a unit's Scale and ReLU read h in place)
         for i, names in enumerate(net.bottom_names):
             for name in names if self.unit_of.get(i, i) == i else ():
@@ -137,7 +136,8 @@ class Schedule:
             if net.bottom_names[after] != [h] or readers[h] != 1 or h in net.outputs:
                 continue
             fused[first] = Step(UnitConvolution(unit.layer, net.layers[after]), first, after, list(unit.bottoms),
-                                list(net.top_names[after]), False, [False], skipped=[h])
+                                list(net.top_names[after]), unit.need_backward or net.layer_need_backward[after],
+                                list(unit.propagate_down), skipped=[h])
         return fused
 
     def forward_steps(self, start: int, end: int, keep: "frozenset[str] | None" = None) -> list[Step]:
@@ -394,5 +394,5 @@ def run_backward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None
             step.layer.drop_saved()
             for name in plan.free_after_backward[s]:
                 net.blobs[name].release_data()
-            for name in plan.free_diff_after_backward[s]:
+            for name in plan.free_diff_after_backward[s] + step.skipped:
                 net.blobs[name].release_diff()

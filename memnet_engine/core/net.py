@@ -320,8 +320,9 @@ class Net:
             loss = self.forward_range()
             self.backward_range()
             return loss
-        steps = self.schedule.forward_steps(0, len(self.layers) - 1)
-        plan = self.schedule.plan(self, steps, self._kept(), backward=True)
+        kept = frozenset(self._kept())
+        steps = self.schedule.forward_steps(0, len(self.layers) - 1, kept)
+        plan = self.schedule.plan(self, steps, kept, backward=True)
         loss = run_forward(self, steps, plan)
         run_backward(self, steps, plan)
         return loss

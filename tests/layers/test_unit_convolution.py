@@ -1,5 +1,6 @@
-"""A fused BatchNorm unit and the 3x3 convolution that alone reads it, run as one step in planned inference
-(layers/unit_convolution.py): bit-identical outputs, the unit's output never made, and only where it applies."""
+"""A fused BatchNorm unit and the 3x3 convolution that alone reads it, run as one step in planned passes
+(layers/unit_convolution.py): bit-identical inference and training steps, the unit's output never made nor
+recomputed, and only where it applies."""
 import numpy as np
 import pytest
 from conftest import GOLDEN_FIXTURES
@@ -47,11 +48,37 @@ def test_a_kept_unit_output_is_not_fused(deploy_net) -> None:
     assert np.abs(outputs[unit_output]).max() > 0
 
 
-def test_no_fusion_for_pycaffe_passes_im2col_or_training(deploy_net) -> None:
+def test_no_fusion_for_pycaffe_passes_or_im2col(deploy_net) -> None:
     net, _ = deploy_net
     everything = net.schedule.forward_steps(0, len(net.layers) - 1)  # pycaffe's pass keeps every blob
     assert not [step for step in everything if step.layer.type == FUSED]
     net.workspace.winograd = False
     assert not fused_steps(net)
-    train = me.Net(str(GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"), phase=me.TRAIN)
-    assert train.schedule.unit_convolutions and not fused_steps(train)  # batch statistics: the unit runs alone
+
+
+def test_planned_training_step_runs_fused_and_equals_the_pycaffe_step_bit_for_bit() -> None:
+    """A solver-style step (forward_backward without intermediates) fuses the recursion units into their
+    convolutions: no unit output is stored or recomputed, and every loss, parameter gradient and running sum
+    equals the step that keeps every blob."""
+    nets = [me.Net(str(GOLDEN_FIXTURES / "memnet_m2r2_c8_train.prototxt"), phase=me.TRAIN,
+                   weights=str(GOLDEN_FIXTURES / "memnet_m2r2_c8_init.caffemodel")) for _ in range(2)]
+    planned, pycaffe = nets
+    fused = fused_steps(planned)
+    assert len(fused) == 8 and all(step.need_backward for step in fused)
+    losses = []
+    for net, keep in ((planned, False), (pycaffe, True)):
+        net.clear_param_diffs()
+        losses.append(float(net.forward_backward(keep_intermediates=keep)))
+    assert np.isfinite(losses[0]) and losses[0] == losses[1]
+    for name, params in pycaffe.params.items():
+        for i, p in enumerate(params):
+            ours = planned.params[name][i]
+            assert np.all(np.isfinite(ours.diff)), f"{name}/{i}"
+            np.testing.assert_array_equal(ours.diff, p.diff, err_msg=f"{name}/{i} diff")
+            np.testing.assert_array_equal(ours.data, p.data, err_msg=f"{name}/{i} data")  # BatchNorm sums
+    assert any(np.abs(p.diff).max() > 0 for params in planned.params.values() for p in params)
+    steps = planned.schedule.forward_steps(0, len(planned.layers) - 1, frozenset(planned._kept()))
+    plan = planned.schedule.plan(planned, steps, planned._kept(), backward=True)
+    recomputed = [steps[s].layer.type for s in sum(plan.recompute_before_backward, [])]
+    # only the units that a 1x1 gate or the 1-output reconstruction reads are still recomputed
+    assert recomputed == ["BatchNorm+Scale+ReLU"] * (len(planned.schedule.units) - len(fused))

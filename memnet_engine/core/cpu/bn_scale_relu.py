@@ -38,14 +38,19 @@ def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.nda
 
 
 def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_stats: bool, gamma_diff, beta_diff,
-             want_dx: bool, top_gets_dz: bool) -> "np.ndarray | None":
+             want_dx: bool, top_gets_dz: bool, beta=None) -> "np.ndarray | None":
     """Gradients of the unit: Scale's (added to ``gamma_diff`` / ``beta_diff`` where not None) and, with
     ``want_dx``, the input's (returned).  ``d`` (the top diff) is overwritten with the ReLU's input gradient,
-    or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds)."""
+    or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds).
+    ``h`` None: the ReLU's mask comes from x (u = z * gamma + beta > 0, the same test as h > 0)."""
     channels, dtype, shape = dims[1], x.dtype, x.shape
-    x, h, d = x.reshape(dims), h.reshape(dims), d.reshape(dims)
+    from_input = h is None
+    x, d = x.reshape(dims), d.reshape(dims)
+    h = x if from_input else h.reshape(dims)
+    beta = np.zeros_like(gamma) if beta is None else beta
     sums = np.zeros((2, channels))  # per channel: sum of du, sum of du * z
-    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, dtype.type(negative_slope), sums)
+    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, dtype.type(negative_slope), from_input, gamma,
+                 beta, sums)
     for diff, total in ((beta_diff, sums[0]), (gamma_diff, sums[1])):
         if diff is not None:
             flat = diff.reshape(-1)
@@ -114,18 +119,21 @@ def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cov
 
 
 @njit(nogil=True, cache=True)
-def _relu_backward_sums(channels, x, h, d, mean, std, slope, sums):  # pragma: no cover (compiled)
-    """d *= relu'(h); sums[0, c] = sum of d, sums[1, c] = sum of d * z."""
+def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, beta,
+                        sums):  # pragma: no cover (compiled)
+    """d *= relu'(h) (h > 0, or with ``from_input`` z * gamma + beta > 0); sums[0, c] = sum of d,
+    sums[1, c] = sum of d * z."""
     outer, _, inner = x.shape
     du, z = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
     for c in channels:
-        mu, sd, total, total_z = mean[c], std[c], 0.0, 0.0
+        mu, sd, g, b, total, total_z = mean[c], std[c], gamma[c], beta[c], 0.0, 0.0
         for n in range(outer):
             src, out, grad = x[n, c], h[n, c], d[n, c]
             for k in range(inner):
-                du[k] = grad[k] * (1 if out[k] > 0 else slope)
-                grad[k] = du[k]
                 z[k] = (src[k] - mu) / sd
+                positive = z[k] * g + b > 0 if from_input else out[k] > 0
+                du[k] = grad[k] * (1 if positive else slope)
+                grad[k] = du[k]
             total += _sum(du)
             total_z += _dot(du, z)
         sums[0, c] = total

@@ -67,17 +67,15 @@ def _grid(out_hw: tuple[int, int], channels: int, itemsize: int) -> tuple[int, l
     return tiles_per_row, [(r, min(r + rows, tile_rows)) for r in range(0, tile_rows, rows)]
 
 
-def _prologue(prologue: tuple, channels: int, dtype) -> tuple:
-    """``_input_tiles``'s prologue arguments: (apply, mean, std, gamma, beta, slope), vectors of ``dtype``."""
+def _prologue_arguments(prologue: "tuple | None", channels: int, dtype) -> tuple:
+    """``_input_tiles``'s last arguments: (apply, mean, std, gamma, beta, slope), vectors of ``dtype``."""
+    if prologue is None:
+        ones = np.ones(channels, dtype)
+        return (False, ones, ones, ones, ones, dtype.type(0))
     mean, std, gamma, beta, slope = prologue
     beta = np.zeros(channels, dtype) if beta is None else beta  # + 0 changes nothing that the ReLU keeps
     vectors = (np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in (mean, std, gamma, beta))
     return (True, *vectors, dtype.type(slope))
-
-
-def _no_prologue(channels: int, dtype) -> tuple:
-    ones = np.ones(channels, dtype)
-    return (False, ones, ones, ones, ones, dtype.type(0))
 
 
 def _slot(scratch: "Workspace", name: str, worker: int, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -98,7 +96,7 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
     tiles_per_row, row_ranges = _grid(out.shape[2:], max(channels, outputs), x.dtype.itemsize)
     chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
     bias = np.zeros(outputs, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype).reshape(-1)
-    unit = _no_prologue(channels, x.dtype) if prologue is None else _prologue(prologue, channels, x.dtype)
+    unit = _prologue_arguments(prologue, channels, x.dtype)
 
     def work(worker: int, mine) -> None:
         for n, r0, r1 in mine:
@@ -112,15 +110,17 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
     blas.parallel(work, chunks)
 
 
-def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch: "Workspace") -> np.ndarray:
+def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch: "Workspace",
+                    prologue: "tuple | None" = None) -> np.ndarray:
     """sum over images and positions of dy's outer products with x's 3x3 windows: the weight gradient
-    (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad)`` whose top diff is ``dy``."""
+    (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
+    is ``dy``."""
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     num, channels = x.shape[:2]
     outputs = dy.shape[1]
     tiles_per_row, row_ranges = _grid(dy.shape[2:], max(channels, outputs), x.dtype.itemsize)
     chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
-    unit = _no_prologue(channels, x.dtype)
+    unit = _prologue_arguments(prologue, channels, x.dtype)
 
     def work(worker: int, mine) -> None:
         total = _slot(scratch, "du", worker, (16, outputs, channels), x.dtype)

@@ -87,7 +87,12 @@ class BatchNormScaleReLU(Layer):
 
     # ------------------------------------------------------------------ CPU
     def forward_cpu(self, bottoms, tops) -> None:
-        bn, x = self.bn, bottoms[0].data
+        mean, std = self.statistics_cpu(bottoms[0].data)
+        tops[0].data = self._forward(bottoms[0].data, mean, std, self.output_buffer(bottoms, tops))
+
+    def statistics_cpu(self, x) -> tuple:
+        """(mean, std) per channel, stored or of the batch (which updates the running sums); kept for backward."""
+        bn = self.bn
         if bn.use_global_stats:
             mean, std = bn.global_stats_cpu()
         else:
@@ -95,7 +100,7 @@ class BatchNormScaleReLU(Layer):
             bn._update_running_stats(mean, var, self.dims[0] * self.dims[2])
             std = bn.std_cpu(var)
         self.mean, self.std = (mean, std) if self.needs_backward else (None, None)
-        tops[0].data = self._forward(x, mean, std, self.output_buffer(bottoms, tops))
+        return mean, std
 
     def _forward(self, x, mean, std, out=None):
         """The unit's output from its input and statistics into ``out`` (or a new array), by the device's kernels."""
@@ -127,13 +132,18 @@ class BatchNormScaleReLU(Layer):
         self._backward(gpu, tops, propagate_down, bottoms)
 
     def _backward(self, kernels, tops, propagate_down, bottoms) -> None:
-        """Scale's gradients and the input's, by the device's kernels (they read x, h and the statistics)."""
-        gamma, _ = self.gamma_beta()
-        gamma_diff, beta_diff = self._param_diffs()
-        dx = kernels.backward(bottoms[0].data, tops[0].data, tops[0].diff, self.dims, self.mean, self.std, gamma,
-                              self.relu.negative_slope, batch_stats=not self.bn.use_global_stats,
-                              gamma_diff=gamma_diff, beta_diff=beta_diff,
-                              want_dx=self.bn.needs_backward and propagate_down[0],
-                              top_gets_dz=self.bn.needs_backward)
+        dx = self.gradients(kernels, bottoms[0].data, tops[0].data, tops[0].diff, propagate_down[0])
         if dx is not None:
             bottoms[0].diff = dx
+
+    def gradients(self, kernels, x, h, dh, propagate: bool):
+        """Scale's gradients (accumulated) and the input's (returned; None unless ``propagate`` and BatchNorm
+        runs backward), by the device's kernels from x, the statistics, the output h (None on the CPU: the
+        ReLU's mask from x) and its diff dh (overwritten, see the kernels)."""
+        gamma, beta = self.gamma_beta()
+        gamma_diff, beta_diff = self._param_diffs()
+        mask_from_input = {} if h is not None else {"beta": beta}
+        return kernels.backward(x, h, dh, self.dims, self.mean, self.std, gamma, self.relu.negative_slope,
+                                batch_stats=not self.bn.use_global_stats, gamma_diff=gamma_diff,
+                                beta_diff=beta_diff, want_dx=self.bn.needs_backward and propagate,
+                                top_gets_dz=self.bn.needs_backward, **mask_from_input)

@@ -341,18 +341,25 @@ class ConvolutionLayer(Layer):
         """Winograd's backward where it applies; else im2col + GEMM: the bottom diff is a convolution of the top
         diff (stride 1), or the columns' product scattered back by col2im (one worker: the chunks' input
         windows overlap)."""
-        want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
-        want_weights, want_input = self.param_propagate_down[0], propagate_down[0]
         x, dy = bottoms[0].data, tops[0].diff
-        dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if want_input else None
-        if self.uses_winograd:
-            self._backward_winograd(x, dy, dx, want_bias, want_weights)
-        else:
-            self._backward_gemm(x, dy, dx, want_bias, want_weights)
-        if want_input:
+        dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if propagate_down[0] else None
+        self.gradients_cpu(x, dy, dx)
+        if dx is not None:
             bottoms[0].diff = dx
 
-    def _backward_winograd(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
+    def gradients_cpu(self, x, dy, dx, prologue: "tuple | None" = None) -> None:
+        """The parameters' gradients (accumulated) and, into ``dx`` when given, the input's, from the input x
+        and the top diff dy; ``prologue``: as in ``forward_cpu`` (x is then the fused unit's input)."""
+        want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
+        want_weights = self.param_propagate_down[0]
+        if self.uses_winograd:
+            self._backward_winograd(x, dy, dx, want_bias, want_weights, prologue)
+        elif prologue is not None:
+            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
+        else:
+            self._backward_gemm(x, dy, dx, want_bias, want_weights)
+
+    def _backward_winograd(self, x, dy, dx, want_bias: bool, want_weights: bool, prologue=None) -> None:
         """Winograd's backward (core/cpu/winograd.py); the bias gradient as per-image products with ones."""
         if want_bias:
             num, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
@@ -362,7 +369,7 @@ class ConvolutionLayer(Layer):
                 bias_diff += image
         if want_weights:
             weight_diff = self.blobs[0].diff
-            weight_diff += winograd.weight_gradient(x, dy, self.geometry.pad, self._scratch)
+            weight_diff += winograd.weight_gradient(x, dy, self.geometry.pad, self._scratch, prologue)
         if dx is not None:
             (ph, pw) = self.geometry.pad
             winograd.convolve(dy, winograd.kernel_transform(self.blobs[0].data, turned=True), (2 - ph, 2 - pw),
