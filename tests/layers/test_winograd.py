@@ -1,6 +1,10 @@
 """Convolution by Winograd's F(2x2, 3x3) on the CPU (core/cpu/winograd.py): the same results as im2col + GEMM
 (float64: to rounding; float32: within the golden tolerance), at every chunk and image edge, its gradient
 checks, where the layer chooses it, and steady-state steps that allocate nothing large."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import traced_memory_of
@@ -109,3 +113,19 @@ def test_steady_state_steps_allocate_no_large_buffers(make_layer) -> None:
     assert peak < activation_bytes // 8, f"a step peaked {peak} bytes higher"
     assert layer._scratch.nbytes == workspace
     assert np.isfinite(bottoms[0].diff).all() and np.abs(layer.blobs[0].diff).sum() > 0
+
+
+def test_the_kernels_run_where_numba_cannot_cache_them(tmp_path) -> None:
+    """A read-only install and home leave numba no cache folder (simulated: a locator that never applies);
+    the kernels then compile uncached instead of failing the import."""
+    code = ("import numpy as np\n"
+            "from memnet_engine.core.cpu import winograd\n"
+            "from memnet_engine.core.workspace import Workspace\n"
+            "x = np.ones((1, 8, 5, 5), np.float32); w = np.ones((8, 8, 3, 3), np.float32); y = np.empty_like(x)\n"
+            "winograd.convolve(x, winograd.kernel_transform(w), (1, 1), y, None, Workspace())\n"
+            "print(y[0, 0, 2, 2], y[0, 0, 0, 0])\n")
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="ZipCacheLocator")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["72.0", "32.0"]  # 8 channels x 9 taps inside; x 4 taps in the corner

@@ -10,9 +10,9 @@ worker threads (core/blas.py; the kernels release the GIL).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .. import blas
+from . import kernel
 
 
 def _per_channel(kernel, channels: int, *args) -> None:
@@ -67,7 +67,7 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     return dx
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@kernel(fastmath={"reassoc"})
 def _dot(a, b):  # pragma: no cover (compiled)
     """sum of a[k] * b[k] (float32 products) in float64, in the order of LLVM's vector lanes (the kernels' only
     fast-math).  Callers pass contiguous scratch rows, so the order depends on the row length alone, not on
@@ -78,7 +78,7 @@ def _dot(a, b):  # pragma: no cover (compiled)
     return total
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@kernel(fastmath={"reassoc"})
 def _sum(a):  # pragma: no cover (compiled)
     """sum of a[k] in float64, in ``_dot``'s order."""
     total = 0.0
@@ -87,7 +87,7 @@ def _sum(a):  # pragma: no cover (compiled)
     return total
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
     outer, _, inner = x.shape
     row = np.empty(inner, x.dtype)
@@ -106,7 +106,7 @@ def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
         var[c] = total / (outer * inner)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cover (compiled)
     outer, _, inner = x.shape
     for c in channels:
@@ -118,7 +118,7 @@ def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cov
                 dst[k] = u if u > 0 else u * slope
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, beta,
                         sums):  # pragma: no cover (compiled)
     """d *= relu'(h) (h > 0, or with ``from_input`` z * gamma + beta > 0); sums[0, c] = sum of d,
@@ -140,7 +140,7 @@ def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, 
         sums[1, c] = total_z
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _input_gradient(channels, x, d, mean, std, gamma, mean_dz, mean_dz_z, minus_inv_count, batch_stats,
                     want_dx, dx):  # pragma: no cover (compiled)
     """d *= gamma (dz); with ``want_dx``, dx = (dz - (z * sum(dz z) + sum(dz)) / count) / std with batch

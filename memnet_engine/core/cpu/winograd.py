@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
 
 from .. import blas
+from . import kernel
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -140,7 +140,7 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
     return (_GG.T @ du.reshape(16, -1)).T.reshape(outputs, channels, 3, 3)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta,
                  slope):  # pragma: no cover (compiled)
     """v[4i + j, c, r * (tiles_per_row + 1) + q] = (B^T d B)[i, j] for the 4x4 input patch d of tile (r0 + r, q)
@@ -194,7 +194,7 @@ def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, s
                 v3[f] = bottom[f] - bottom1[f]
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (compiled)
     """Output rows 2 r0 .. 2 r1 - 1 of image n of y (N, K, Ho, Wo): A^T m A of each tile, plus bias[k]
     (m laid out as ``_input_tiles`` lays out v)."""
@@ -230,7 +230,7 @@ def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (co
                     line[2 * pairs] = left[first + pairs]
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _gradient_tiles(dy, n, r0, r1, tiles_per_row, g):  # pragma: no cover (compiled)
     """g[4i + j, k, t] = (A e A^T)[i, j] for the 2x2 top-diff patch e of tile t of image n (0 past the edge and
     in the spare tile of each row): the gradient of the loss with respect to M[4i + j, k, t]."""
