@@ -2,9 +2,10 @@
 
 The schedule is the net's layers in order, except that each BatchNorm -> Scale -> ReLU chain runs as
 one fused unit (layers/bn_scale_relu.py), and in planned passes (inference, solver steps) on the CPU, such
-a unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).  pycaffe's ``net.forward()`` / ``net.backward()`` run it
-keeping every blob.  The planned path (``keep_intermediates=False``: inference, and a solver step
-through ``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what
+a unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).
+pycaffe's ``net.forward()`` / ``net.backward()`` run it keeping every blob.  The planned path
+(``keep_intermediates=False``: inference, and a solver step through
+``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what
 each layer declares its backward reads (the contract in core/layer.py; Chainer's retain_inputs /
 retain_outputs, made explicit):
 
@@ -147,7 +148,7 @@ class Schedule:
         steps, i = [], start
         while i <= end:
             both = self.unit_convolutions.get(i) if keep is not None else None
-            if both is not None and both.last <= end and both.layer.applies and not keep & set(self.units[i].tops):
+            if both is not None and both.last <= end and both.layer.applies and not keep.intersection(both.skipped):
                 self.ran_fused.add(i)
                 steps.append(both)
                 i = both.last + 1

@@ -78,6 +78,24 @@ def _prologue_arguments(prologue: "tuple | None", channels: int, dtype) -> tuple
     return (True, *vectors, dtype.type(slope))
 
 
+def _transformed_inputs(x, out_hw: tuple[int, int], outputs: int, pad: tuple[int, int], prologue,
+                        scratch: "Workspace"):
+    """(tiles per row, chunks (n, r0, r1) of all images, ``transformed(worker, chunk)``): the latter fills the
+    worker's V with the chunk's transformed input and returns (V, the worker's M for ``outputs`` channels)."""
+    num, channels = x.shape[:2]
+    tiles_per_row, row_ranges = _grid(out_hw, max(channels, outputs), x.dtype.itemsize)
+    unit = _prologue_arguments(prologue, channels, x.dtype)
+
+    def transformed(worker: int, chunk: tuple[int, int, int]):
+        n, r0, r1 = chunk
+        tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
+        v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
+        _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
+        return v, _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
+
+    return tiles_per_row, [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges], transformed
+
+
 def _slot(scratch: "Workspace", name: str, worker: int, shape: tuple[int, ...], dtype) -> np.ndarray:
     return scratch.array(f"winograd_{name}{worker}", shape, dtype)
 
@@ -91,21 +109,15 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
     replaced by relu((x - mean) / std * gamma + beta), with the fused BatchNorm unit's roundings, as each
     input row is loaded (the padding stays 0)."""
     x = np.ascontiguousarray(x)
-    num, channels = x.shape[:2]
     outputs = u.shape[1]
-    tiles_per_row, row_ranges = _grid(out.shape[2:], max(channels, outputs), x.dtype.itemsize)
-    chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
+    tiles_per_row, chunks, transformed = _transformed_inputs(x, out.shape[2:], outputs, pad, prologue, scratch)
     bias = np.zeros(outputs, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype).reshape(-1)
-    unit = _prologue_arguments(prologue, channels, x.dtype)
 
     def work(worker: int, mine) -> None:
-        for n, r0, r1 in mine:
-            tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
-            v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
-            m = _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
-            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
+        for chunk in mine:
+            v, m = transformed(worker, chunk)
             np.matmul(u, v, out=m)
-            _output_tiles(m, n, r0, r1, tiles_per_row, bias, out)
+            _output_tiles(m, *chunk, tiles_per_row, bias, out)
 
     blas.parallel(work, chunks)
 
@@ -116,21 +128,15 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
     (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
     is ``dy``."""
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
-    num, channels = x.shape[:2]
-    outputs = dy.shape[1]
-    tiles_per_row, row_ranges = _grid(dy.shape[2:], max(channels, outputs), x.dtype.itemsize)
-    chunks = [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges]
-    unit = _prologue_arguments(prologue, channels, x.dtype)
+    channels, outputs = x.shape[1], dy.shape[1]
+    tiles_per_row, chunks, transformed = _transformed_inputs(x, dy.shape[2:], outputs, pad, prologue, scratch)
 
     def work(worker: int, mine) -> None:
         total = _slot(scratch, "du", worker, (16, outputs, channels), x.dtype)
         product = _slot(scratch, "du_product", worker, (16, outputs, channels), x.dtype)
-        for index, (n, r0, r1) in enumerate(mine):
-            tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
-            v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
-            m = _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
-            _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
-            _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
+        for index, chunk in enumerate(mine):
+            v, m = transformed(worker, chunk)
+            _gradient_tiles(dy, *chunk, tiles_per_row, m)
             np.matmul(m, v.transpose(0, 2, 1), out=product if index else total)
             if index:
                 total += product

@@ -103,9 +103,9 @@ class BatchNormLayer(Layer):
         if propagate_down[0]:
             bottoms[0].diff = self.input_gradient_cpu(tops[0].diff, self.x_norm, self.std)
 
-    def input_gradient_cpu(self, dy, y, std, overwrite_y: bool = False):
+    def input_gradient_cpu(self, dy, y, std):
         """dx = (dy - mean(dy) - mean(dy * y) * y) / std, y the normalised input (batch statistics), or
-        dy / std (stored statistics).  With ``overwrite_y`` dx is computed in y's array."""
+        dy / std (stored statistics)."""
         if self.use_global_stats:
             return dy / std
         axes = (0,) + tuple(range(2, y.ndim))
@@ -113,7 +113,7 @@ class BatchNormLayer(Layer):
         n = y.size // y.shape[1]
         mean_dy_y = (dy * y).sum(axis=axes, dtype=y.dtype).reshape(cshape)
         mean_dy = dy.sum(axis=axes, dtype=y.dtype).reshape(cshape)
-        dx = self.xp.multiply(y, mean_dy_y, out=y if overwrite_y else None)
+        dx = y * mean_dy_y
         dx += mean_dy
         dx *= y.dtype.type(-1.0 / n)
         dx += dy

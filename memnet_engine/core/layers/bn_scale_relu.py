@@ -9,10 +9,11 @@ and its accumulated parameter gradients, ReLU's negative_slope.  Per channel c:
     z = (x - mean[c]) / std[c],   u = z * gamma[c] + beta[c],   h = u > 0 ? u : u * negative_slope
 
 The same passes run on both devices (CPU: numba kernels in core/cpu/bn_scale_relu.py; GPU: CUDA
-kernels in kernels/bn_scale_relu.cu).  Forward: per-channel statistics, then one pass writing h.  Backward: one reduction (Scale's gradients
-and BatchNorm's two sums), then one pass writing dx.  Backward reads x and h (h > 0 is the mask that
-Caffe's in-place ReLU reads); h can be recomputed from x and the saved statistics, so the net's
-memory plan need not keep it (In-Place Activated BatchNorm's trick).  After backward the top diff
+kernels in kernels/bn_scale_relu.cu).  Forward: per-channel statistics, then one pass writing h.
+Backward: one reduction (Scale's gradients and BatchNorm's two sums), then one pass writing dx.
+Backward reads x and h (h > 0 is the mask that Caffe's in-place ReLU reads; on the CPU it may take it
+from x instead); h can be recomputed from x and the saved statistics, so the net's memory plan need not
+keep it (In-Place Activated BatchNorm's trick).  After backward the top diff
 holds what Caffe's in-place blob holds: BatchNorm's top gradient dz.
 """
 from __future__ import annotations

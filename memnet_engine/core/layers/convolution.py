@@ -246,6 +246,14 @@ class ConvolutionLayer(Layer):
         return self._scratch.winograd and winograd.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
                                                            self.blobs[0].shape[1], self.num_output)
 
+    def _winograd_for(self, prologue: "tuple | None") -> bool:
+        """``uses_winograd``; an input prologue (a fused BatchNorm unit) needs it."""
+        if self.uses_winograd:
+            return True
+        if prologue is not None:
+            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
+        return False
+
     def _gemm(self, gemm, a, b, out, **options) -> None:
         """One product per group (``gemm`` is ``_matmul`` or cuBLAS's): rows of a, b and out split evenly."""
         for g in range(self.group):
@@ -328,11 +336,9 @@ class ConvolutionLayer(Layer):
         x = bottoms[0].data
         y = self._own_array(tops[0], tops[0].data, x)
         bias = self.blobs[1].data if len(self.blobs) > 1 else None
-        if self.uses_winograd:
+        if self._winograd_for(prologue):
             winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
                               self._scratch, prologue)
-        elif prologue is not None:
-            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
         else:
             self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias)
         tops[0].data = y
@@ -352,10 +358,8 @@ class ConvolutionLayer(Layer):
         and the top diff dy; ``prologue``: as in ``forward_cpu`` (x is then the fused unit's input)."""
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights = self.param_propagate_down[0]
-        if self.uses_winograd:
+        if self._winograd_for(prologue):
             self._backward_winograd(x, dy, dx, want_bias, want_weights, prologue)
-        elif prologue is not None:
-            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
         else:
             self._backward_gemm(x, dy, dx, want_bias, want_weights)
 
