@@ -77,3 +77,32 @@ def test_chains_the_unit_cannot_run_stay_layer_by_layer(chain: str, top: str) ->
     net.blobs["a"].data[...] = np.random.default_rng(0).standard_normal((2, 3, 2, 2))
     out = net.forward()[top]
     assert np.isfinite(out).all() and (out >= 0).all()
+
+
+@pytest.mark.parametrize("batch_stats", [True, False])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_cpu_backward_keeping_the_top_diff_gives_the_same_gradients(batch_stats: bool, slope: float) -> None:
+    """keep_top (the fused step's scratch dh): d stays as given, dz is recomputed from it; every gradient is
+    bit-identical to the pass that overwrites d with dz (which must then hold gamma * relu'(u) * d)."""
+    from memnet_engine.core.cpu import bn_scale_relu as kernels
+    rng = np.random.default_rng(3)
+    dims = (3, 5, 7)
+    x, d = (rng.standard_normal(dims).astype(np.float32) for _ in range(2))
+    mean, var = kernels.batch_moments(x, dims)
+    std = np.sqrt(var + np.float32(1e-5))
+    gamma, beta = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    results = {}
+    for keep in (False, True):
+        top, diffs = d.copy(), (np.zeros(5, np.float32), np.zeros(5, np.float32))
+        dx = kernels.backward(x, None, top, dims, mean, std, gamma, slope, batch_stats=batch_stats,
+                              gamma_diff=diffs[0], beta_diff=diffs[1], want_dx=True, top_gets_dz=True, beta=beta,
+                              keep_top=keep)
+        results[keep] = (top, dx, *diffs)
+    kept, overwritten = results[True], results[False]
+    np.testing.assert_array_equal(kept[0], d)
+    u = (x - mean.reshape(1, -1, 1)) / std.reshape(1, -1, 1) * gamma.reshape(1, -1, 1) + beta.reshape(1, -1, 1)
+    expected_dz = d * np.where(u > 0, np.float32(1), np.float32(slope)) * gamma.reshape(1, -1, 1)
+    np.testing.assert_allclose(overwritten[0], expected_dz, rtol=1e-6, atol=1e-7)
+    for a, b in zip(kept[1:], overwritten[1:]):
+        assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
+        np.testing.assert_array_equal(a, b)

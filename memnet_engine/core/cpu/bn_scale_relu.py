@@ -14,6 +14,8 @@ import numpy as np
 from .. import blas
 from . import kernel
 
+_KEEP, _DU, _DZ = 0, 1, 2  # what the top diff holds after ``_relu_backward_sums``: itself, du or dz = du * gamma
+
 
 def _per_channel(kernel, channels: int, *args) -> None:
     """``kernel(channel_indices, *args)`` with the channels shared among the workers."""
@@ -38,32 +40,34 @@ def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.nda
 
 
 def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_stats: bool, gamma_diff, beta_diff,
-             want_dx: bool, top_gets_dz: bool, beta=None) -> "np.ndarray | None":
+             want_dx: bool, top_gets_dz: bool, beta=None, keep_top: bool = False) -> "np.ndarray | None":
     """Gradients of the unit: Scale's (added to ``gamma_diff`` / ``beta_diff`` where not None) and, with
     ``want_dx``, the input's (returned).  ``d`` (the top diff) is overwritten with the ReLU's input gradient,
-    or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds).
+    or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds),
+    unless ``keep_top`` (nothing reads it after: two fewer write passes; dz is then recomputed from d).
     ``h`` None: the ReLU's mask comes from x (u = z * gamma + beta > 0, the same test as h > 0)."""
     channels, dtype, shape = dims[1], x.dtype, x.shape
     from_input = h is None
     x, d = x.reshape(dims), d.reshape(dims)
     h = x if from_input else h.reshape(dims)
     beta = np.zeros_like(gamma) if beta is None else beta
+    slope = dtype.type(negative_slope)
+    top_holds = _KEEP if keep_top else _DZ if top_gets_dz else _DU
     sums = np.zeros((2, channels))  # per channel: sum of du, sum of du * z
-    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, dtype.type(negative_slope), from_input, gamma,
-                 beta, sums)
+    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, slope, from_input, gamma, beta, top_holds, sums)
     for diff, total in ((beta_diff, sums[0]), (gamma_diff, sums[1])):
         if diff is not None:
             flat = diff.reshape(-1)
             flat += total.astype(dtype)
-    if not (want_dx or top_gets_dz):
+    if not want_dx:
         return None
-    dx = np.empty(shape, dtype) if want_dx else None
+    dx = np.empty(shape, dtype)
     count = dims[0] * dims[2]
     # BatchNorm's backward reads the sums of dz and dz * z: gamma times those of du (rounded like its own)
     mean_dz = (gamma * sums[0].astype(dtype)) if batch_stats else np.zeros_like(gamma)
     mean_dz_z = (gamma * sums[1].astype(dtype)) if batch_stats else np.zeros_like(gamma)
-    _per_channel(_input_gradient, channels, x, d, mean, std, gamma, mean_dz, mean_dz_z,
-                 dtype.type(-1.0 / count), batch_stats, want_dx, d if dx is None else dx.reshape(dims))
+    _per_channel(_input_gradient, channels, x, h, d, mean, std, gamma, beta, slope, from_input, top_holds == _KEEP,
+                 mean_dz, mean_dz_z, dtype.type(-1.0 / count), batch_stats, dx.reshape(dims))
     return dx
 
 
@@ -119,10 +123,10 @@ def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cov
 
 
 @kernel()
-def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, beta,
+def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, beta, top_holds,
                         sums):  # pragma: no cover (compiled)
-    """d *= relu'(h) (h > 0, or with ``from_input`` z * gamma + beta > 0); sums[0, c] = sum of d,
-    sums[1, c] = sum of d * z."""
+    """du = d * relu'(h) (h > 0, or with ``from_input`` z * gamma + beta > 0); sums[0, c] = sum of du,
+    sums[1, c] = sum of du * z; d becomes du or dz = du * gamma as ``top_holds`` says (_DU, _DZ), or stays."""
     outer, _, inner = x.shape
     du, z = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
     for c in channels:
@@ -133,7 +137,11 @@ def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, 
                 z[k] = (src[k] - mu) / sd
                 positive = z[k] * g + b > 0 if from_input else out[k] > 0
                 du[k] = grad[k] * (1 if positive else slope)
-                grad[k] = du[k]
+            if top_holds == _DU:
+                grad[:] = du
+            elif top_holds == _DZ:
+                for k in range(inner):
+                    grad[k] = du[k] * g
             total += _sum(du)
             total_z += _dot(du, z)
         sums[0, c] = total
@@ -141,22 +149,28 @@ def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, 
 
 
 @kernel()
-def _input_gradient(channels, x, d, mean, std, gamma, mean_dz, mean_dz_z, minus_inv_count, batch_stats,
-                    want_dx, dx):  # pragma: no cover (compiled)
-    """d *= gamma (dz); with ``want_dx``, dx = (dz - (z * sum(dz z) + sum(dz)) / count) / std with batch
-    statistics, else dz / std."""
+def _input_gradient(channels, x, h, d, mean, std, gamma, beta, slope, from_input, recompute, mean_dz, mean_dz_z,
+                    minus_inv_count, batch_stats, dx):  # pragma: no cover (compiled)
+    """dx = (dz - (z * sum(dz z) + sum(dz)) / count) / std with batch statistics, else dz / std; dz is d, or
+    with ``recompute`` d * relu'(h) * gamma (d still the top diff, see ``_relu_backward_sums``)."""
     outer, _, inner = x.shape
+    z, dz = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
     for c in channels:
-        mu, sd, g, a, b = mean[c], std[c], gamma[c], mean_dz_z[c], mean_dz[c]
+        mu, sd, g, bt, a, b = mean[c], std[c], gamma[c], beta[c], mean_dz_z[c], mean_dz[c]
         for n in range(outer):
-            src, grad, out = x[n, c], d[n, c], dx[n, c]
-            for k in range(inner):
-                grad[k] *= g
-            if not want_dx:
-                continue
+            src, out, grad, result = x[n, c], h[n, c], d[n, c], dx[n, c]
+            if recompute:
+                for k in range(inner):
+                    z[k] = (src[k] - mu) / sd
+                    positive = z[k] * g + bt > 0 if from_input else out[k] > 0
+                    dz[k] = grad[k] * (1 if positive else slope)
+                for k in range(inner):
+                    dz[k] *= g
+            else:
+                dz[:] = grad
             if batch_stats:
                 for k in range(inner):
-                    out[k] = (((src[k] - mu) / sd * a + b) * minus_inv_count + grad[k]) / sd
+                    result[k] = (((src[k] - mu) / sd * a + b) * minus_inv_count + dz[k]) / sd
             else:
                 for k in range(inner):
-                    out[k] = grad[k] / sd
+                    result[k] = dz[k] / sd

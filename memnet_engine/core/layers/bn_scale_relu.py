@@ -137,14 +137,15 @@ class BatchNormScaleReLU(Layer):
         if dx is not None:
             bottoms[0].diff = dx
 
-    def gradients(self, kernels, x, h, dh, propagate: bool):
+    def gradients(self, kernels, x, h, dh, propagate: bool, keep_top: bool = False):
         """Scale's gradients (accumulated) and the input's (returned; None unless ``propagate`` and BatchNorm
         runs backward), by the device's kernels from x, the statistics, the output h (None on the CPU: the
-        ReLU's mask from x) and its diff dh (overwritten, see the kernels)."""
+        ReLU's mask from x) and its diff dh (overwritten, see the kernels, unless ``keep_top`` on the CPU: dh
+        is scratch that nothing reads after)."""
         gamma, beta = self.gamma_beta()
         gamma_diff, beta_diff = self._param_diffs()
-        mask_from_input = {} if h is not None else {"beta": beta}
+        cpu_options = {} if kernels is gpu else {"beta": beta, "keep_top": keep_top}
         return kernels.backward(x, h, dh, self.dims, self.mean, self.std, gamma, self.relu.negative_slope,
                                 batch_stats=not self.bn.use_global_stats, gamma_diff=gamma_diff,
                                 beta_diff=beta_diff, want_dx=self.bn.needs_backward and propagate,
-                                top_gets_dz=self.bn.needs_backward, **mask_from_input)
+                                top_gets_dz=self.bn.needs_backward, **cpu_options)

@@ -4,14 +4,12 @@ of the CPU's planned passes (inference, and solver steps).
 The unit's output h is never stored.  Forward: the unit's statistics, then the convolution, whose Winograd
 input transform applies the unit to each input row it loads (core/cpu/winograd.py ``convolve``'s
 prologue).  Backward: the convolution's weight gradient applies the unit the same way, its input gradient
-is dh, and the unit's backward takes the ReLU's mask from x (u > 0 where h > 0): no pass writes h and
-none recomputes it.  The results are bit-identical to running the two steps (the same float32 operations
+is dh (workspace scratch, which the unit's backward reads without writing dz back), and the unit's
+backward takes the ReLU's mask from x (u > 0 where h > 0): no pass writes h and none recomputes it.  The results are bit-identical to running the two steps (the same float32 operations
 in the same order).  The schedule (core/memory_plan.py) uses this step only in planned passes
 (``keep_intermediates=False``), when h is not kept and the convolution runs by Winograd.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from ..cpu import bn_scale_relu as cpu
 from ..layer import Layer
@@ -64,9 +62,9 @@ class UnitConvolution(Layer):
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         x = bottoms[0].data
-        dh = np.empty(x.shape, self.dtype) if self.unit.needs_backward else None
+        dh = self.conv.workspace.array("unit_dh", x.shape, self.dtype) if self.unit.needs_backward else None
         self.conv.gradients_cpu(x, tops[0].diff, dh, prologue=self._prologue(*self.statistics))
         if dh is not None:
-            dx = self.unit.gradients(cpu, x, None, dh, propagate_down[0])
+            dx = self.unit.gradients(cpu, x, None, dh, propagate_down[0], keep_top=True)
             if dx is not None:
                 bottoms[0].diff = dx
