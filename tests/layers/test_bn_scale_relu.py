@@ -106,3 +106,35 @@ def test_cpu_backward_keeping_the_top_diff_gives_the_same_gradients(batch_stats:
     for a, b in zip(kept[1:], overwritten[1:]):
         assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
         np.testing.assert_array_equal(a, b)
+
+
+def test_cpu_kernels_on_a_channel_slice_equal_them_on_a_contiguous_copy() -> None:
+    """A zero-copy Concat's input is a channel slice: the kernels see it through a C-typed view of its
+    parent's rows (``_rows``) and must give bit-identical results, touching no channel outside the slice."""
+    from memnet_engine.core.cpu import bn_scale_relu as kernels
+    rng = np.random.default_rng(5)
+    parent = rng.standard_normal((3, 9, 4, 5)).astype(np.float32)
+    sliced, copy = parent[:, 2:6], np.ascontiguousarray(parent[:, 2:6])
+    dims = (3, 4, 20)
+    view = kernels._rows(sliced, dims)
+    assert view.flags.c_contiguous and view.shape == (3, 9, 20)
+    np.testing.assert_array_equal(view[:, :4], copy.reshape(dims))
+    moments = [kernels.batch_moments(x, dims) for x in (sliced, copy)]
+    for a, b in zip(*moments):
+        np.testing.assert_array_equal(a, b)
+    mean, std = moments[0][0], np.sqrt(moments[0][1] + np.float32(1e-5))
+    gamma, beta = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    out_parent = np.full_like(parent, 7.0)
+    outputs = [kernels.forward(sliced, dims, mean, std, gamma, beta, 0.1, out=out_parent[:, 2:6]),
+               kernels.forward(copy, dims, mean, std, gamma, beta, 0.1)]
+    np.testing.assert_array_equal(*outputs)
+    assert np.all(np.delete(out_parent, range(2, 6), axis=1) == 7.0)
+    grads = []
+    for x in (sliced, copy):
+        diffs = (np.zeros(4, np.float32), np.zeros(4, np.float32))
+        dx = kernels.backward(x, None, np.ones(x.shape, np.float32), dims, mean, std, gamma, 0.1, batch_stats=True,
+                              gamma_diff=diffs[0], beta_diff=diffs[1], want_dx=True, top_gets_dz=True, beta=beta)
+        grads.append((dx, *diffs))
+    for a, b in zip(*grads):
+        assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
+        np.testing.assert_array_equal(a, b)

@@ -17,6 +17,21 @@ from . import kernel
 _KEEP, _DU, _DZ = 0, 1, 2  # what the top diff holds after ``_relu_backward_sums``: itself, du or dz = du * gamma
 
 
+def _rows(a: np.ndarray, dims: tuple[int, int, int]) -> np.ndarray:
+    """``a`` as (outer, channels, inner) that numba types C-contiguous, so the kernels' row loops vectorise.
+
+    A channel slice of a larger blob (a zero-copy Concat's input) is not; it becomes the view from its first
+    element with the parent's channel count (same strides): the kernels only touch the channels they are
+    given, which are the slice's, and never the view's others (past the slice, the last image's run beyond
+    the parent's memory).  Other layouts stay as they are (numba's general layout: correct, slower)."""
+    a = a.reshape(dims)
+    outer_stride, channel_stride, item_stride = a.strides
+    if a.flags.c_contiguous or item_stride != a.itemsize or channel_stride != dims[2] * a.itemsize \
+            or outer_stride % channel_stride:
+        return a
+    return np.lib.stride_tricks.as_strided(a, (dims[0], outer_stride // channel_stride, dims[2]), a.strides)
+
+
 def _per_channel(kernel, channels: int, *args) -> None:
     """``kernel(channel_indices, *args)`` with the channels shared among the workers."""
     blas.parallel(lambda worker, mine: kernel(np.asarray(mine, np.int64), *args), range(channels))
@@ -24,9 +39,8 @@ def _per_channel(kernel, channels: int, *args) -> None:
 
 def batch_moments(x: np.ndarray, dims: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and (biased) variance of x over its outer and inner axes, in x's dtype."""
-    x = x.reshape(dims)
     mean, var = np.empty(dims[1], x.dtype), np.empty(dims[1], x.dtype)
-    _per_channel(_moments, dims[1], x, mean, var)
+    _per_channel(_moments, dims[1], _rows(x, dims), mean, var)
     return mean, var
 
 
@@ -34,8 +48,8 @@ def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.nda
     """h = relu((x - mean) / std * gamma + beta) into ``out`` (may be x) or a new array, returned."""
     out = np.empty_like(x) if out is None else out
     beta = np.zeros_like(gamma) if beta is None else beta  # + 0 changes nothing that the ReLU keeps
-    _per_channel(_forward, dims[1], x.reshape(dims), mean, std, gamma, beta, x.dtype.type(negative_slope),
-                 out.reshape(dims))
+    _per_channel(_forward, dims[1], _rows(x, dims), mean, std, gamma, beta, x.dtype.type(negative_slope),
+                 _rows(out, dims))
     return out
 
 
@@ -48,8 +62,8 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     ``h`` None: the ReLU's mask comes from x (u = z * gamma + beta > 0, the same test as h > 0)."""
     channels, dtype, shape = dims[1], x.dtype, x.shape
     from_input = h is None
-    x, d = x.reshape(dims), d.reshape(dims)
-    h = x if from_input else h.reshape(dims)
+    x, d = _rows(x, dims), _rows(d, dims)
+    h = x if from_input else _rows(h, dims)
     beta = np.zeros_like(gamma) if beta is None else beta
     slope = dtype.type(negative_slope)
     top_holds = _KEEP if keep_top else _DZ if top_gets_dz else _DU

@@ -62,7 +62,7 @@ def kernel_transform(weights: np.ndarray, *, turned: bool = False) -> np.ndarray
 def _grid(out_hw: tuple[int, int], channels: int, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
     """Tiles per row and the chunks' tile-row ranges [r0, r1) of one image (about CHUNK_BYTES of V each)."""
     tile_rows, tiles_per_row = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
-    most = max(1, CHUNK_BYTES // (16 * channels * itemsize * (tiles_per_row + 1)))
+    most = max(1, CHUNK_BYTES // (16 * channels * itemsize * tiles_per_row))
     rows = -(-tile_rows // -(-tile_rows // most))  # chunks of equal size
     return tiles_per_row, [(r, min(r + rows, tile_rows)) for r in range(0, tile_rows, rows)]
 
@@ -88,7 +88,7 @@ def _transformed_inputs(x, out_hw: tuple[int, int], outputs: int, pad: tuple[int
 
     def transformed(worker: int, chunk: tuple[int, int, int]):
         n, r0, r1 = chunk
-        tiles = (r1 - r0) * (tiles_per_row + 1)  # one spare tile per row (see _input_tiles)
+        tiles = (r1 - r0) * tiles_per_row
         v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
         _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
         return v, _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
@@ -149,49 +149,44 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
 @kernel()
 def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta,
                  slope):  # pragma: no cover (compiled)
-    """v[4i + j, c, r * (tiles_per_row + 1) + q] = (B^T d B)[i, j] for the 4x4 input patch d of tile (r0 + r, q)
-    of image n: rows 2 (r0 + r) - pad_h .. + 3, columns 2q - pad_w .. + 3 (zero outside the image); one spare
-    tile per row (q = tiles_per_row) holds a finite value that nothing reads.  With ``activate``, d is taken
-    from relu((x - mean[c]) / std[c] * gamma[c] + beta[c]) (see ``convolve``'s prologue).
+    """v[4i + j, c, r * tiles_per_row + q] = (B^T d B)[i, j] for the 4x4 input patch d of tile (r0 + r, q) of
+    image n: rows 2 (r0 + r) - pad_h .. + 3, columns 2q - pad_w .. + 3 (zero outside the image).  With
+    ``activate``, d is taken from relu((x - mean[c]) / std[c] * gamma[c] + beta[c]) (see ``convolve``'s
+    prologue).
 
-    The patch rows and columns are split by parity into four planes, so that both transform stages are long
-    unit-stride loops over all the chunk's tiles (vectorised by LLVM)."""
+    Each input row, zero-padded, goes through B^T along the row for all its tiles at once (stride-2 reads);
+    then B down the columns is one unit-stride loop over all the chunk's tiles (both vectorised by LLVM)."""
     channels, height, width = x.shape[1:]
-    rows, stride = r1 - r0, tiles_per_row + 1
-    size, tiles = (rows + 1) * stride, rows * stride
-    planes = np.zeros((4, size + 1), v.dtype)  # P[2a + b][r * stride + q] = padded input (2r + a, 2q + b)
-    columns = np.empty((8, size), v.dtype)  # B^T along the rows, plane 4a + j: input rows of parity a
-    activated = np.empty(width, v.dtype)
+    rows = r1 - r0
+    tiles = rows * tiles_per_row
+    padded = np.zeros(2 * tiles_per_row + 2, v.dtype)  # padded[pad_w + w] = d(w); the columns tiles read
+    columns = np.empty((8, (rows + 1) * tiles_per_row), v.dtype)  # [4a + j, r * tiles_per_row + q]: input row 2r + a
     for c in range(channels):
         mu, sd, g, b = mean[c], std[c], gamma[c], beta[c]
-        for r in range(rows + 1):
-            for a in range(2):
-                h = 2 * (r0 + r) + a - pad_h
-                even, odd = planes[2 * a, r * stride:(r + 1) * stride], planes[2 * a + 1, r * stride:(r + 1) * stride]
-                if h < 0 or h >= height:
-                    even[:] = 0
-                    odd[:] = 0
-                    continue
-                line = x[n, c, h]
-                if activate:
-                    for w in range(width):
-                        u = (line[w] - mu) / sd * g + b
-                        activated[w] = u if u > 0 else u * slope
-                    line = activated
-                for q in range(stride):
-                    w = 2 * q - pad_w
-                    even[q] = line[w] if 0 <= w < width else 0
-                    odd[q] = line[w + 1] if 0 <= w + 1 < width else 0
-        for a in range(2):
-            e, o, e1, o1 = planes[2 * a], planes[2 * a + 1], planes[2 * a, 1:], planes[2 * a + 1, 1:]
-            c0, c1, c2, c3 = columns[4 * a], columns[4 * a + 1], columns[4 * a + 2], columns[4 * a + 3]
-            for f in range(size):
-                c0[f] = e[f] - e1[f]
-                c1[f] = o[f] + e1[f]
-                c2[f] = e1[f] - o[f]
-                c3[f] = o[f] - o1[f]
+        for i in range(2 * rows + 2):
+            h, start = 2 * r0 + i - pad_h, i // 2 * tiles_per_row
+            a = 4 * (i % 2)
+            c0, c1 = columns[a, start:start + tiles_per_row], columns[a + 1, start:start + tiles_per_row]
+            c2, c3 = columns[a + 2, start:start + tiles_per_row], columns[a + 3, start:start + tiles_per_row]
+            if h < 0 or h >= height:
+                for q in range(tiles_per_row):
+                    c0[q] = c1[q] = c2[q] = c3[q] = 0
+                continue
+            line = x[n, c, h]
+            if activate:
+                for w in range(width):
+                    u = (line[w] - mu) / sd * g + b
+                    padded[pad_w + w] = u if u > 0 else u * slope
+            else:
+                padded[pad_w:pad_w + width] = line
+            for q in range(tiles_per_row):
+                c0[q] = padded[2 * q] - padded[2 * q + 2]
+                c1[q] = padded[2 * q + 1] + padded[2 * q + 2]
+                c2[q] = padded[2 * q + 2] - padded[2 * q + 1]
+                c3[q] = padded[2 * q + 1] - padded[2 * q + 3]
         for j in range(4):
-            top, bottom, top1, bottom1 = columns[j], columns[4 + j], columns[j, stride:], columns[4 + j, stride:]
+            top, bottom = columns[j], columns[4 + j]
+            top1, bottom1 = columns[j, tiles_per_row:], columns[4 + j, tiles_per_row:]
             v0, v1, v2, v3 = v[j, c], v[4 + j, c], v[8 + j, c], v[12 + j, c]
             for f in range(tiles):
                 v0[f] = top[f] - top1[f]
@@ -205,8 +200,7 @@ def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (co
     """Output rows 2 r0 .. 2 r1 - 1 of image n of y (N, K, Ho, Wo): A^T m A of each tile, plus bias[k]
     (m laid out as ``_input_tiles`` lays out v)."""
     channels, out_h, out_w = y.shape[1:]
-    rows, stride = r1 - r0, tiles_per_row + 1
-    tiles, pairs = rows * stride, out_w // 2
+    tiles, pairs = (r1 - r0) * tiles_per_row, out_w // 2
     s = np.empty((4, tiles), m.dtype)  # A^T down the columns, for output rows of one parity
     pair = np.empty((2, tiles), m.dtype)  # the tile's two outputs in such a row
     for k in range(channels):
@@ -224,11 +218,11 @@ def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (co
             for f in range(tiles):
                 left[f] = s[0, f] + s[1, f] + s[2, f] + b
                 right[f] = s[1, f] - s[2, f] - s[3, f] + b
-            for r in range(rows):
+            for r in range(r1 - r0):
                 h = 2 * (r0 + r) + a
                 if h >= out_h:
                     break
-                line, first = y[n, k, h], r * stride
+                line, first = y[n, k, h], r * tiles_per_row
                 for q in range(pairs):
                     line[2 * q] = left[first + q]
                     line[2 * q + 1] = right[first + q]
@@ -238,23 +232,23 @@ def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (co
 
 @kernel()
 def _gradient_tiles(dy, n, r0, r1, tiles_per_row, g):  # pragma: no cover (compiled)
-    """g[4i + j, k, t] = (A e A^T)[i, j] for the 2x2 top-diff patch e of tile t of image n (0 past the edge and
-    in the spare tile of each row): the gradient of the loss with respect to M[4i + j, k, t]."""
+    """g[4i + j, k, t] = (A e A^T)[i, j] for the 2x2 top-diff patch e of tile t of image n (0 past the edge): the
+    gradient of the loss with respect to M[4i + j, k, t]."""
     channels, out_h, out_w = dy.shape[1:]
-    rows, stride = r1 - r0, tiles_per_row + 1
-    tiles = rows * stride
-    planes = np.zeros((4, tiles), g.dtype)  # D[2a + b][r * stride + q] = dy(2r + a, 2q + b)
+    rows, per_row = r1 - r0, tiles_per_row
+    tiles = rows * per_row
+    planes = np.zeros((4, tiles), g.dtype)  # D[2a + b][r * per_row + q] = dy(2r + a, 2q + b)
     for k in range(channels):
         for r in range(rows):
             for a in range(2):
                 h = 2 * (r0 + r) + a
-                even, odd = planes[2 * a, r * stride:(r + 1) * stride], planes[2 * a + 1, r * stride:(r + 1) * stride]
+                even, odd = planes[2 * a, r * per_row:(r + 1) * per_row], planes[2 * a + 1, r * per_row:(r + 1) * per_row]
                 if h >= out_h:
                     even[:] = 0
                     odd[:] = 0
                     continue
                 line = dy[n, k, h]
-                for q in range(stride):
+                for q in range(per_row):
                     even[q] = line[2 * q] if 2 * q < out_w else 0
                     odd[q] = line[2 * q + 1] if 2 * q + 1 < out_w else 0
         d00, d01, d10, d11 = planes[0], planes[1], planes[2], planes[3]
