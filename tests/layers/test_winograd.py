@@ -129,3 +129,24 @@ def test_the_kernels_run_where_numba_cannot_cache_them(tmp_path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["72.0", "32.0"]  # 8 channels x 9 taps inside; x 4 taps in the corner
+
+
+def test_a_channel_slice_input_gives_the_contiguous_copys_results() -> None:
+    """A zero-copy Concat's input is a channel slice: read through a C-typed view of its parent, with and
+    without the BatchNorm prologue, it gives bit-identical outputs and weight gradients, in place of a copy."""
+    from memnet_engine.core.workspace import Workspace
+    rng = np.random.default_rng(11)
+    parent = rng.standard_normal((2, 24, 7, 9)).astype(np.float32)
+    sliced, copy = parent[:, 8:16], np.ascontiguousarray(parent[:, 8:16])
+    u = winograd.kernel_transform(rng.standard_normal((12, 8, 3, 3)).astype(np.float32))
+    dy = rng.standard_normal((2, 12, 7, 9)).astype(np.float32)
+    vectors = [rng.uniform(0.5, 1.5, 8).astype(np.float32) for _ in range(4)]
+    for prologue in (None, (*vectors, 0.1)):
+        results = []
+        for x in (sliced, copy):
+            out = np.empty((2, 12, 7, 9), np.float32)
+            winograd.convolve(x, u, (1, 1), out, None, Workspace(), prologue)
+            results.append((out, winograd.weight_gradient(x, dy, (1, 1), Workspace(), prologue)))
+        for a, b in zip(*results):
+            assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
+            np.testing.assert_array_equal(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 from numba import njit
 
 
@@ -16,3 +17,20 @@ def kernel(**options) -> Callable:
         except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
             return njit(nogil=True, **options)(function)
     return compiled
+
+
+def c_typed(a: np.ndarray) -> np.ndarray:
+    """``a`` (N, C, ...) as an array that numba types C-contiguous, so that the kernels' loops vectorise.
+
+    A channel slice of a larger blob (a zero-copy Concat's input) is not; it becomes the view from its first
+    element with the parent's channel count (same strides).  The kernels touch only the channels they are
+    given, the slice's, never the view's others (past the slice; the last image's run beyond the parent's
+    memory).  Other layouts stay as they are (numba's general layout: correct, slower)."""
+    if a.flags.c_contiguous:
+        return a
+    inner = a[0, 0]
+    image_stride, channel_stride = a.strides[:2]
+    if inner.flags.c_contiguous and channel_stride == inner.nbytes and image_stride % channel_stride == 0:
+        return np.lib.stride_tricks.as_strided(a, (a.shape[0], image_stride // channel_stride) + a.shape[2:],
+                                               a.strides)
+    return a

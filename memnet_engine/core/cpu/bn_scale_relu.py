@@ -12,24 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import blas
-from . import kernel
+from . import c_typed, kernel
 
 _KEEP, _DU, _DZ = 0, 1, 2  # what the top diff holds after ``_relu_backward_sums``: itself, du or dz = du * gamma
 
 
 def _rows(a: np.ndarray, dims: tuple[int, int, int]) -> np.ndarray:
-    """``a`` as (outer, channels, inner) that numba types C-contiguous, so the kernels' row loops vectorise.
-
-    A channel slice of a larger blob (a zero-copy Concat's input) is not; it becomes the view from its first
-    element with the parent's channel count (same strides): the kernels only touch the channels they are
-    given, which are the slice's, and never the view's others (past the slice, the last image's run beyond
-    the parent's memory).  Other layouts stay as they are (numba's general layout: correct, slower)."""
-    a = a.reshape(dims)
-    outer_stride, channel_stride, item_stride = a.strides
-    if a.flags.c_contiguous or item_stride != a.itemsize or channel_stride != dims[2] * a.itemsize \
-            or outer_stride % channel_stride:
-        return a
-    return np.lib.stride_tricks.as_strided(a, (dims[0], outer_stride // channel_stride, dims[2]), a.strides)
+    """``a`` as (outer, channels, inner), C-typed (see ``c_typed``; the blobs' rows are contiguous)."""
+    return c_typed(a.reshape(dims))
 
 
 def _per_channel(kernel, channels: int, *args) -> None:

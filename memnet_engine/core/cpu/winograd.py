@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import blas
-from . import kernel
+from . import c_typed, kernel
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -83,6 +83,7 @@ def _transformed_inputs(x, out_hw: tuple[int, int], outputs: int, pad: tuple[int
     """(tiles per row, chunks (n, r0, r1) of all images, ``transformed(worker, chunk)``): the latter fills the
     worker's V with the chunk's transformed input and returns (V, the worker's M for ``outputs`` channels)."""
     num, channels = x.shape[:2]
+    x = c_typed(x)  # the kernel reads the first ``channels``
     tiles_per_row, row_ranges = _grid(out_hw, max(channels, outputs), x.dtype.itemsize)
     unit = _prologue_arguments(prologue, channels, x.dtype)
 
@@ -108,7 +109,6 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
     ``prologue`` = (mean, std, gamma, beta, negative_slope), per-channel vectors but the slope: x is first
     replaced by relu((x - mean) / std * gamma + beta), with the fused BatchNorm unit's roundings, as each
     input row is loaded (the padding stays 0)."""
-    x = np.ascontiguousarray(x)
     outputs = u.shape[1]
     tiles_per_row, chunks, transformed = _transformed_inputs(x, out.shape[2:], outputs, pad, prologue, scratch)
     bias = np.zeros(outputs, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype).reshape(-1)
@@ -127,8 +127,8 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
     """sum over images and positions of dy's outer products with x's 3x3 windows: the weight gradient
     (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
     is ``dy``."""
-    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     channels, outputs = x.shape[1], dy.shape[1]
+    dy = c_typed(dy)  # the kernel reads the first ``outputs``
     tiles_per_row, chunks, transformed = _transformed_inputs(x, dy.shape[2:], outputs, pad, prologue, scratch)
 
     def work(worker: int, mine) -> None:
@@ -156,7 +156,7 @@ def _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, s
 
     Each input row, zero-padded, goes through B^T along the row for all its tiles at once (stride-2 reads);
     then B down the columns is one unit-stride loop over all the chunk's tiles (both vectorised by LLVM)."""
-    channels, height, width = x.shape[1:]
+    channels, (height, width) = v.shape[1], x.shape[2:]
     rows = r1 - r0
     tiles = rows * tiles_per_row
     padded = np.zeros(2 * tiles_per_row + 2, v.dtype)  # padded[pad_w + w] = d(w); the columns tiles read
@@ -234,7 +234,7 @@ def _output_tiles(m, n, r0, r1, tiles_per_row, bias, y):  # pragma: no cover (co
 def _gradient_tiles(dy, n, r0, r1, tiles_per_row, g):  # pragma: no cover (compiled)
     """g[4i + j, k, t] = (A e A^T)[i, j] for the 2x2 top-diff patch e of tile t of image n (0 past the edge): the
     gradient of the loss with respect to M[4i + j, k, t]."""
-    channels, out_h, out_w = dy.shape[1:]
+    channels, (out_h, out_w) = g.shape[1], dy.shape[2:]
     rows, per_row = r1 - r0, tiles_per_row
     tiles = rows * per_row
     planes = np.zeros((4, tiles), g.dtype)  # D[2a + b][r * per_row + q] = dy(2r + a, 2q + b)
