@@ -35,6 +35,7 @@ CHUNK_BYTES = 1 << 20
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # F(2x2, 3x3) kernel transform
 _GG = np.kron(_G, _G)  # (16, 9): vec(G g G^T) = (G kron G) vec(g), row-major vectors
+_GG_T = np.ascontiguousarray(_GG.T)
 
 
 def applies(kernel: tuple[int, int], pad: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
@@ -50,13 +51,10 @@ def kernel_transform(weights: np.ndarray, *, turned: bool = False) -> np.ndarray
     """U (16, K, C) = G g G^T of weights (K, C, 3, 3), computed in float64, in the weights' dtype.
 
     ``turned``: of the kernels turned by 180 degrees with input and output swapped, (16, C, K): the
-    convolution whose output is the input gradient.
-    """
-    g = weights.astype(np.float64)
-    if turned:
-        g = g[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    u = _GG @ g.reshape(-1, 9).T  # (16, K * C)
-    return u.reshape(16, *g.shape[:2]).astype(weights.dtype)
+    convolution whose output is the input gradient."""
+    g = weights[:, :, ::-1, ::-1].transpose(1, 0, 2, 3) if turned else weights
+    u = np.ascontiguousarray(g, dtype=np.float64).reshape(-1, 9) @ _GG_T  # (K * C, 16), one row per kernel
+    return np.ascontiguousarray(u.T, dtype=weights.dtype).reshape(16, *g.shape[:2])
 
 
 def _grid(out_hw: tuple[int, int], channels: int, itemsize: int) -> tuple[int, list[tuple[int, int]]]:
@@ -143,7 +141,7 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
 
     used = blas.parallel(work, chunks)
     du = sum(_slot(scratch, "du", k, (16, outputs, channels), x.dtype).astype(np.float64) for k in range(used))
-    return (_GG.T @ du.reshape(16, -1)).T.reshape(outputs, channels, 3, 3)
+    return (du.reshape(16, -1).T @ _GG).reshape(outputs, channels, 3, 3)  # G^T dU G per kernel
 
 
 @kernel()
