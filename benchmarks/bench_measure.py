@@ -105,6 +105,30 @@ def median_ms(sync: Callable[[], None], step: Callable[[], object], iters: int, 
     return statistics.median(times), len(times)
 
 
+def interleaved_ms(first: tuple[Callable[[], None], Callable[[], object]],
+                   second: tuple[Callable[[], None], Callable[[], object]], rounds: int, warmup: int) -> dict:
+    """Two (sync, step) pairs timed in turn, one step of each per round: each side's median (ms) and the
+    median, min and max over rounds of first / second.  A machine whose speed drifts (a noisy neighbour)
+    slows both steps of a round alike, so the ratio holds where the two sides' separate medians do not."""
+    for _ in range(warmup):
+        first[1]()
+        second[1]()
+    times: list[tuple[float, float]] = []
+    for _ in range(rounds):
+        pair = []
+        for sync, step in (first, second):
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            pair.append((time.perf_counter() - start) * 1e3)
+        times.append((pair[0], pair[1]))
+    ratios = [a / b for a, b in times]
+    return {"rounds": rounds, "first_ms": sig(statistics.median(a for a, _ in times)),
+            "second_ms": sig(statistics.median(b for _, b in times)), "ratio": sig(statistics.median(ratios)),
+            "ratio_min": sig(min(ratios)), "ratio_max": sig(max(ratios))}
+
+
 class PeakMemory:
     """Peak bytes in use during one step of a phase, counting what the phase keeps between steps.
 

@@ -14,7 +14,9 @@ unless --math tf32 (which needs the engine's opt-in TF32 mode, ``Net(..., math="
   python benchmarks/bench_memnet.py --device cpu --batch 4 --size 64 --iters 2
 
 Phases run one after another and each frees its nets before the next starts, so every peak-memory
-figure is that phase's own: its net's parameters, kept blobs and the step's transient arrays.
+figure is that phase's own: its net's parameters, kept blobs and the step's transient arrays.  With
+--interleave, each phase is also timed with memnet-engine's and PyTorch's steps in turn, one of each per
+round: the median of the per-round ratios holds on a machine whose speed drifts between phases.
 
 The net comes from memnet_engine.models (the original release's topology and names, as in
 prototxt/memnet_m6r6*.prototxt) with in-memory random data; --train-prototxt / --deploy-prototxt
@@ -36,8 +38,8 @@ import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import memnet_engine as me  # noqa: E402
-from bench_measure import (Device, PeakMemory, TorchDevice, cuda_activity, gemm_peak, median_ms, sig,  # noqa: E402
-                           torch_gemm_peak)
+from bench_measure import (Device, PeakMemory, TorchDevice, cuda_activity, gemm_peak, interleaved_ms,  # noqa: E402
+                           median_ms, sig, torch_gemm_peak)
 from memnet_engine.core.atomic import atomic_path  # noqa: E402
 from memnet_engine.core.errors import MemnetError  # noqa: E402
 from memnet_engine.core.profiler import Profile  # noqa: E402
@@ -274,7 +276,8 @@ class Run:
             "settings": {k: getattr(args, k) for k in ("batch", "patch", "size", "iters", "warmup", "time_limit",
                                                        "blocks", "recursions", "channels", "math", "seed")},
             "math_modes": engine_math_modes(),
-            "gemm_peak": {}, "train": {}, "infer": {}, "layer_types": {}, "warnings": [], "errors": [],
+            "gemm_peak": {}, "train": {}, "infer": {}, "interleaved": {}, "layer_types": {}, "warnings": [],
+            "errors": [],
         }
 
     def save(self) -> None:
@@ -386,6 +389,29 @@ class Run:
         bench = None
         tdev.free()
 
+    def interleaved_phases(self, train_param: pb.NetParameter, deploy_params: dict, weights: "str | None",
+                           tdev: TorchDevice) -> None:
+        """Every phase again, memnet-engine's and PyTorch's steps timed in turn (``interleaved_ms``)."""
+        args, device, report = self.args, self.device, self.report
+        phases = {"train": lambda: (EngineTraining(train_param, device, args.seed, args.math),
+                                    TorchTraining(args, tdev, report["train"]["shape"]))}
+        for key, param in deploy_params.items():
+            phases[key] = lambda param=param, key=key: (EngineInference(param, device, weights, args.seed, args.math),
+                                                        TorchInference(args, tdev, report["infer"][key]["shape"]))
+        for key, build in phases.items():
+            self.attempt(f"interleaved {key}", lambda key=key, build=build: self._interleaved(key, *build(), tdev))
+
+    def _interleaved(self, key: str, engine, torch_bench, tdev: TorchDevice) -> None:
+        print(f"bench_memnet: interleaved {key}", file=sys.stderr, flush=True)
+        times = interleaved_ms((self.device.sync, engine.step), (tdev.sync, torch_bench.step), self.args.iters,
+                               max(1, self.args.warmup))
+        self.report["interleaved"][key] = {"rounds": times["rounds"], "engine_ms": times["first_ms"],
+                                           "torch_ms": times["second_ms"],
+                                           **{k: v for k, v in times.items() if k.startswith("ratio")}}
+        engine = torch_bench = None
+        self.device.free()
+        tdev.free()
+
     def derive(self) -> None:
         """Ratios, TFLOP/s and the fraction of the GEMM peak, from the measured times."""
         peaks = self.report["gemm_peak"]
@@ -459,6 +485,14 @@ def print_report(report: dict) -> None:
     print("(conv GFLOP: direct convolution's 2 * K * C * kh * kw per output; on the CPU memnet-engine runs 3x3 "
           "stride-1 convolutions by Winograd F(2x2,3x3), 2.25x fewer multiplications: its TFLOP/s there are "
           "effective, and may pass the GEMM peak)")
+    if report["interleaved"]:
+        rounds = next(iter(report["interleaved"].values()))["rounds"]
+        print(f"\ninterleaved, one memnet-engine step and one PyTorch step per round ({rounds} rounds; ms, ms, "
+              "median ratio):")
+        for key, row in report["interleaved"].items():
+            title = "training step" if key == "train" else f"inference {key}"
+            print(f"  {title:28}{row['engine_ms']:14.2f}{row['torch_ms']:14.2f}{row['ratio']:14.2f}"
+                  f"   (per-round ratio {row['ratio_min']:.2f} to {row['ratio_max']:.2f})")
     profile = report["train"].get("engine", {}).get("profile")
     if profile:
         print()
@@ -490,6 +524,9 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     ap.add_argument("--train-prototxt", help="use this training net instead of the generated one")
     ap.add_argument("--deploy-prototxt", help="use this deploy net instead of the generated one (--size ignored)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--interleave", action="store_true",
+                    help="also time each phase with memnet-engine's and PyTorch's steps in turn (--iters rounds): "
+                         "ratios that hold on a machine whose speed drifts")
     ap.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
     ap.add_argument("--json-file", help="also write that JSON object here, updated after every phase")
     ap.add_argument("--list-math", action="store_true", help="print the engine's math modes (JSON list) and exit")
@@ -502,6 +539,8 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
         ap.error("--size must be positive")
     if args.warmup < 0 or args.time_limit < 0 or (args.gemm_size or 0) < 0:
         ap.error("--warmup, --time-limit and --gemm-size must be >= 0")
+    if args.interleave and args.no_torch:
+        ap.error("--interleave compares with PyTorch: it cannot go with --no-torch")
     args.torch_device = args.torch_device or args.device
     if args.gemm_size is None:
         args.gemm_size = 8192 if args.device.startswith(("gpu", "cuda")) else 2048
@@ -518,7 +557,8 @@ def _nets(args, size: int) -> tuple[pb.NetParameter, pb.NetParameter]:
 
 
 def run(args, bench: Run) -> None:
-    """Every phase in turn: GEMM peak, engine training, engine inference per size, then PyTorch's."""
+    """Every phase in turn: GEMM peak, engine training, engine inference per size, then PyTorch's, then (with
+    --interleave) both in turn per phase; inference uses the weights the engine's training phase saved."""
     device, report = bench.device, bench.report
     sizes = args.size[:1] if args.deploy_prototxt else args.size
     train_param = _nets(args, sizes[0])[0]
@@ -535,17 +575,19 @@ def run(args, bench: Run) -> None:
         for key, param in deploy_params.items():
             bench.attempt(f"memnet-engine inference {key}",
                           lambda key=key, param=param: bench.engine_inference(key, param, weights))
-    if not args.no_torch:
-        import torch
+        if not args.no_torch:
+            import torch
 
-        set_torch_math(torch, args.math)
-        tdev = TorchDevice(torch, args.torch_device)
-        if args.gemm_size:
-            report["gemm_peak"]["torch"] = bench.optional("PyTorch GEMM peak",
-                                                          lambda: torch_gemm_peak(tdev, args.gemm_size))
-        bench.attempt("PyTorch training", lambda: bench.torch_training(tdev))
-        for key in deploy_params:
-            bench.attempt(f"PyTorch inference {key}", lambda key=key: bench.torch_inference(tdev, key))
+            set_torch_math(torch, args.math)
+            tdev = TorchDevice(torch, args.torch_device)
+            if args.gemm_size:
+                report["gemm_peak"]["torch"] = bench.optional("PyTorch GEMM peak",
+                                                              lambda: torch_gemm_peak(tdev, args.gemm_size))
+            bench.attempt("PyTorch training", lambda: bench.torch_training(tdev))
+            for key in deploy_params:
+                bench.attempt(f"PyTorch inference {key}", lambda key=key: bench.torch_inference(tdev, key))
+            if args.interleave:
+                bench.interleaved_phases(train_param, deploy_params, weights, tdev)
     bench.derive()
 
 

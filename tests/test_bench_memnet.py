@@ -156,3 +156,23 @@ def test_a_failing_phase_does_not_hide_the_others(bench, monkeypatch, capsys) ->
     assert report["errors"] == ["memnet-engine training: RuntimeError: kernel failed"] and not report["complete"]
     assert report["infer"]["6x6"]["engine"]["ms"] > 0 and "inference runs with the fillers" in report["warnings"][0]
     assert "FAILED: memnet-engine training: RuntimeError: kernel failed" in out
+
+
+def test_interleaved_phases_report_per_round_ratios(bench, capsys) -> None:
+    pytest.importorskip("torch")
+    argv = [a for a in TINY_CPU if a != "--no-torch"] + ["--channels", "4", "--size", "6", "--iters", "3",
+                                                         "--interleave", "--json"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert set(report["interleaved"]) == {"train", "6x6"} and not report["errors"]
+    for row in report["interleaved"].values():
+        assert row["rounds"] == 3 and row["engine_ms"] > 0 and row["torch_ms"] > 0
+        assert 0 < row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+    assert any(line.lstrip().startswith("inference 6x6") and "per-round ratio" in line for line in out)
+
+
+def test_interleave_needs_pytorch(bench, capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--interleave", "--no-torch"])
+    assert "--interleave" in capsys.readouterr().err
