@@ -112,3 +112,28 @@ def test_inference_plan_lets_units_overwrite_inputs_nothing_else_reads() -> None
     train_steps = train.schedule.forward_steps(0, len(train.layers) - 1)
     training = make_plan(train_steps, train, frozenset(train._kept()), backward=True)
     assert not training.overwrite_input  # each of those inputs is read again by a backward
+
+
+def test_a_planned_backward_hands_concat_bottoms_views_of_the_dead_top_diff(monkeypatch) -> None:
+    """The plan frees the Concat's top diff after its backward: the bottom diffs are its slices, not copies
+    (pycaffe's backward, which keeps every diff, still copies), and the gradients are bit-identical."""
+    from memnet_engine.core.layers.concat import ConcatLayer
+    shared = []
+    backward = ConcatLayer.backward_cpu
+
+    def recording(self, tops, propagate_down, bottoms):
+        backward(self, tops, propagate_down, bottoms)
+        shared.append((self.top_diff_donated, any(np.shares_memory(b.diff, tops[0].diff) for b in bottoms)))
+
+    monkeypatch.setattr(ConcatLayer, "backward_cpu", recording)
+    net, reference = concat_nets_with_top_diffs(2)
+    steps, plan = training_plan(net)
+    run_forward(net, steps, plan)
+    run_backward(net, steps, plan)
+    reference.forward_backward()
+    assert shared == [(True, True), (False, False)]
+    np.testing.assert_array_equal(net.blobs["x"].diff, reference.blobs["x"].diff)
+    for name, params in reference.params.items():
+        for i, p in enumerate(params):
+            assert np.all(np.isfinite(p.diff))
+            np.testing.assert_array_equal(net.params[name][i].diff, p.diff, err_msg=f"{name}/{i}")

@@ -93,6 +93,9 @@ class Layer:
         # its array may take top 0.
         self.planned_outputs: dict[int, object] = {}
         self.input_donated = False
+        # Set by the memory plan for one backward: nothing reads the top diffs after it (views of them may
+        # become the bottom diffs).
+        self.top_diff_donated = False
 
     # ------------------------------------------------------------------ set-up
     @property

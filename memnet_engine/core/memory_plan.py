@@ -390,7 +390,11 @@ def run_backward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None
                 steps[p].layer.recompute_outputs(*_blobs(net, steps[p]))
         if step.need_backward:
             bottoms, tops = _blobs(net, step)
-            step.layer.backward(tops, step.propagate_down, bottoms)
+            step.layer.top_diff_donated = plan is not None and set(step.tops) <= set(plan.free_diff_after_backward[s])
+            try:
+                step.layer.backward(tops, step.propagate_down, bottoms)
+            finally:
+                step.layer.top_diff_donated = False
         if plan is not None:
             step.layer.drop_saved()
             for name in plan.free_after_backward[s]:

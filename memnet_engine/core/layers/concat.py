@@ -76,10 +76,15 @@ class ConcatLayer(Layer):
         return self.xp.empty(tops[0].shape, self.dtype) if out is None else out
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        """Each bottom diff is a copy of its slice of the top diff (the copies on the BLAS workers), or the
+        slice itself when the memory plan donates the top diff (nothing reads it after)."""
         dy = tops[0].diff
-        diffs: dict = {}  # filled by the BLAS workers
         wanted = [i for i in range(len(bottoms)) if propagate_down[i]]
-        blas.parallel(lambda worker, mine: diffs.update({i: dy[self._slice(i)].copy() for i in mine}), wanted)
+        if self.top_diff_donated:
+            diffs = {i: dy[self._slice(i)] for i in wanted}
+        else:
+            diffs = {}  # filled by the BLAS workers
+            blas.parallel(lambda worker, mine: diffs.update({i: dy[self._slice(i)].copy() for i in mine}), wanted)
         for i in wanted:
             bottoms[i].diff = diffs[i]
 
