@@ -72,11 +72,14 @@ class EltwiseLayer(Layer):
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
         dy = tops[0].diff
+        donated = self.top_diff_donated  # the memory plan's word: nothing reads dy after, one bottom may take it
         for i, b in enumerate(bottoms):
             if not propagate_down[i]:
                 continue
-            if self.op == SUM:
-                b.diff = dy.copy() if self.coeffs[i] == 1 else dy * dy.dtype.type(self.coeffs[i])
+            if self.op == SUM and self.coeffs[i] == 1:
+                b.diff, donated = (dy if donated else dy.copy()), False
+            elif self.op == SUM:
+                b.diff = dy * dy.dtype.type(self.coeffs[i])
             elif self.op == PROD:
                 if self.stable_prod_grad:
                     others = None

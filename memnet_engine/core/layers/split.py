@@ -25,7 +25,15 @@ class SplitLayer(Layer):
             top.share_data(bottoms[0])
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
+        """The bottom diff is the sum of the top diffs: into the first top diff itself when the memory plan
+        donates them (nothing reads them after), else into the bottom's own array."""
         if not propagate_down[0]:
+            return
+        if self.top_diff_donated:
+            total = tops[0].diff
+            for top in tops[1:]:
+                total += top.diff
+            bottoms[0].diff = total
             return
         if len(tops) == 1:
             bottoms[0].diff[...] = tops[0].diff
