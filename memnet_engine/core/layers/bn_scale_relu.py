@@ -14,7 +14,8 @@ Backward: one reduction (Scale's gradients and BatchNorm's two sums), then one p
 Backward reads x and h (h > 0 is the mask that Caffe's in-place ReLU reads; on the CPU it may take it
 from x instead); h can be recomputed from x and the saved statistics, so the net's memory plan need not
 keep it (In-Place Activated BatchNorm's trick).  After backward the top diff
-holds what Caffe's in-place blob holds: BatchNorm's top gradient dz.
+holds what Caffe's in-place blob holds: BatchNorm's top gradient dz (on the CPU, a planned pass that
+frees the top diff there leaves it unwritten).
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ class BatchNormScaleReLU(Layer):
         self._backward(gpu, tops, propagate_down, bottoms)
 
     def _backward(self, kernels, tops, propagate_down, bottoms) -> None:
-        dx = self.gradients(kernels, bottoms[0].data, tops[0].data, tops[0].diff, propagate_down[0])
+        dx = self.gradients(kernels, bottoms[0].data, tops[0].data, tops[0].diff, propagate_down[0],
+                            keep_top=self.top_diff_donated)  # nothing reads the top diff after: no dz written
         if dx is not None:
             bottoms[0].diff = dx
 
