@@ -27,7 +27,7 @@ SHAPES = {
 def run_layer(layer, bottoms, tops, dy, use_winograd: bool) -> list:
     """Forward and backward (gradients accumulated onto ones); returns top, bottom diff and param diffs."""
     layer.workspace = None
-    layer._scratch.winograd = use_winograd
+    layer._scratch.fast_convolution = use_winograd
     assert layer.uses_winograd == use_winograd
     layer.forward(bottoms, tops)
     tops[0].diff = dy.copy()
@@ -82,7 +82,7 @@ def test_float32_error_is_as_small_as_the_direct_sums(make_layer) -> None:
 def test_the_layer_chooses_winograd_for_3x3_stride1_convolutions(make_layer, options, channels, chosen) -> None:
     layer, _, _ = make_layer(conv_text(options, 8), [(1, channels, 6, 6)])
     assert layer.uses_winograd == chosen
-    layer._scratch.winograd = False
+    layer._scratch.fast_convolution = False
     assert not layer.uses_winograd
 
 

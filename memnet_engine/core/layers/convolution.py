@@ -19,7 +19,7 @@ computed the same way, so no col2im scatter-add is needed.  Tops and bottom diff
 the blobs' own arrays and all scratch comes from the workspace: steady-state steps allocate nothing.
 3x3 stride-1 convolutions with 8 or more channels on both sides (all of MemNet's but its first and last)
 run by Winograd's F(2x2, 3x3) instead (core/cpu/winograd.py: 2.25x fewer multiplications, as accurate),
-unless the workspace's ``winograd`` is False.
+unless the workspace's ``fast_convolution`` is False.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
@@ -243,8 +243,9 @@ class ConvolutionLayer(Layer):
     def uses_winograd(self) -> bool:
         """True when the CPU runs this convolution by Winograd's F(2x2, 3x3) (core/cpu/winograd.py)."""
         g = self.geometry
-        return self._scratch.winograd and winograd.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
-                                                           self.blobs[0].shape[1], self.num_output)
+        return self._scratch.fast_convolution and winograd.applies(g.kernel, g.pad, g.stride, g.dilation,
+                                                                   self.group, self.blobs[0].shape[1],
+                                                                   self.num_output)
 
     def _winograd_for(self, prologue: "tuple | None") -> bool:
         """``uses_winograd``; an input prologue (a fused BatchNorm unit) needs it."""
