@@ -17,7 +17,8 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
-        # compiled CPU kernels: Winograd transforms (core/cpu/winograd.py), the fused BatchNorm+Scale+ReLU unit
+        # compiled CPU kernels: Winograd transforms (core/cpu/winograd.py), direct convolution (core/cpu/direct.py),
+        # the fused BatchNorm+Scale+ReLU unit
         "numba>=0.59",
         "protobuf>=4.25,<8",  # caffe_pb2.py is protoc-25 code: see tools/gen_proto.py
         "pillow>=9.0",

@@ -13,9 +13,10 @@ layer used outside a net makes its own.
             GPUs, but outputs drift from Caffe's by about 1e-3 relative per layer, past the golden
             float32 tolerance of deep nets.  float64 is always exact IEEE.
 
-``winograd`` (CPU): 3x3 stride-1 convolutions by Winograd's F(2x2, 3x3) algorithm (core/cpu/winograd.py;
-2.25x fewer multiplications, rounding errors as small as the direct sum's: golden parity holds) when True,
-the default; im2col + GEMM as Caffe computes them when False.
+``fast_convolution`` (CPU): when True, the default, convolutions run by Winograd's F(2x2, 3x3) algorithm
+(core/cpu/winograd.py: 3x3 stride 1, 8 or more channels on both sides; 2.25x fewer multiplications, rounding
+errors as small as the direct sum's) and by the direct sum (core/cpu/direct.py: stride 1, few channels on one
+side) where they apply, golden parity holding; when False, im2col + GEMM everywhere, as Caffe computes them.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ MATH_MODES = ("strict", "tf32")
 class Workspace:
     """Named scratch buffers of one device, reused across layers and iterations."""
 
-    def __init__(self, device: str = CPU, math: str = "strict", winograd: bool = True):
+    def __init__(self, device: str = CPU, math: str = "strict", fast_convolution: bool = True):
         self.device = device
         self.math = math
-        self.winograd = winograd
+        self.fast_convolution = fast_convolution
         self._buffers: dict[str, object] = {}
         self._ones: dict[np.dtype, object] = {}
 

@@ -1,5 +1,6 @@
-"""Convolution: forward against a direct loop implementation, gradient checks per configuration,
-the CPU's chunking (bands of rows, groups of images) and its steady state without allocations."""
+"""Convolution: forward against a direct loop implementation, gradient checks per configuration (with and
+without the CPU's fast algorithms), im2col + GEMM's chunking (bands of rows, groups of images) and its steady
+state without allocations."""
 import numpy as np
 import pytest
 from conftest import traced_memory_of
@@ -55,10 +56,17 @@ def direct_convolution(x, w, b, stride, pad, dilation, group):
     return y
 
 
+@pytest.fixture(params=[True, False], ids=["fast", "im2col"])
+def fast_convolution(request) -> bool:
+    """The workspace's ``fast_convolution``: Winograd and the direct sum where they apply, or im2col + GEMM."""
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_forward_matches_direct_loops(make_layer, name):
+def test_forward_matches_direct_loops(make_layer, name, fast_convolution):
     options, shape, num_output = CONFIGS[name]
     layer, bottoms, tops = make_layer(conv_text(options, num_output), [shape])
+    layer._scratch.fast_convolution = fast_convolution
     layer.forward(bottoms, tops)
     g = layer.geometry
     bias = layer.blobs[1].data if len(layer.blobs) > 1 else None
@@ -67,9 +75,10 @@ def test_forward_matches_direct_loops(make_layer, name):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_gradients(make_layer, name):
+def test_gradients(make_layer, name, fast_convolution):
     options, shape, num_output = CONFIGS[name]
     layer, bottoms, tops = make_layer(conv_text(options, num_output), [shape])
+    layer._scratch.fast_convolution = fast_convolution
     check_layer(layer, bottoms, tops).assert_ok()
 
 
@@ -116,6 +125,7 @@ def test_chunked_cpu_path_matches_and_passes_gradient_checks(make_layer, monkeyp
     options, shape, num_output = CONFIGS[name]
     shape = (3,) + shape[1:]
     layer, bottoms, tops = make_layer(conv_text(options, num_output), [shape])
+    layer._scratch.fast_convolution = False
     dy = np.random.default_rng(5).standard_normal(tops[0].shape)
 
     def run():
@@ -173,6 +183,7 @@ def test_steady_state_steps_allocate_no_large_buffers(monkeypatch, batch, size, 
     if bands:
         monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 256 * 1024)
     net = _conv_net(channels=16, batch=batch, size=size)
+    net.workspace.fast_convolution = False  # im2col + GEMM's chunks (the fast algorithms' own tests have theirs)
     convs = [i for i, layer in enumerate(net.layers) if layer.type == "Convolution"]
     first, last = convs[0], convs[-1]
     activation_bytes = net.blobs["c0"].count * 4

@@ -52,7 +52,7 @@ def test_no_fusion_for_pycaffe_passes_or_im2col(deploy_net) -> None:
     net, _ = deploy_net
     everything = net.schedule.forward_steps(0, len(net.layers) - 1)  # pycaffe's pass keeps every blob
     assert not [step for step in everything if step.layer.type == FUSED]
-    net.workspace.winograd = False
+    net.workspace.fast_convolution = False
     assert not fused_steps(net)
 
 

@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import traced_memory_of
+from convolution_cases import (assert_equals_im2col_gemm_to_rounding_in_float64,
+                               assert_float32_is_within_the_golden_tolerance,
+                               assert_steady_state_steps_allocate_no_large_buffers)
 from test_convolution import conv_text
 
 from memnet_engine.core.cpu import winograd
@@ -24,19 +26,6 @@ SHAPES = {
 }
 
 
-def run_layer(layer, bottoms, tops, dy, use_winograd: bool) -> list:
-    """Forward and backward (gradients accumulated onto ones); returns top, bottom diff and param diffs."""
-    layer.workspace = None
-    layer._scratch.winograd = use_winograd
-    assert layer.uses_winograd == use_winograd
-    layer.forward(bottoms, tops)
-    tops[0].diff = dy.copy()
-    for blob in layer.blobs:
-        blob.diff = np.ones(blob.shape, blob.data.dtype)
-    layer.backward(tops, [True], bottoms)
-    return [tops[0].data.copy(), bottoms[0].diff.copy()] + [b.diff.copy() for b in layer.blobs]
-
-
 @pytest.mark.parametrize("tiny_chunks", [False, True], ids=["default_chunks", "one_tile_row_chunks"])
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_equals_im2col_gemm_to_rounding_in_float64(make_layer, monkeypatch, name, tiny_chunks) -> None:
@@ -44,28 +33,13 @@ def test_equals_im2col_gemm_to_rounding_in_float64(make_layer, monkeypatch, name
     if tiny_chunks:
         monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     layer, bottoms, tops = make_layer(conv_text(f"kernel_size: 3 pad: {pad}", num_output), [shape])
-    dy = np.random.default_rng(3).standard_normal(tops[0].shape)
-    ours, gemm = run_layer(layer, bottoms, tops, dy, True), run_layer(layer, bottoms, tops, dy, False)
-    for key, a, b in zip(("top", "bottom diff", "weight diff", "bias diff"), ours, gemm):
-        assert np.all(np.isfinite(a)), key
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * max(1, np.abs(b).max()), err_msg=key)
-    assert np.abs(ours[2] - 1).max() > 0.1  # the weight gradient is not empty
+    assert layer.uses_winograd
+    assert_equals_im2col_gemm_to_rounding_in_float64(layer, bottoms, tops)
 
 
 def test_float32_error_is_as_small_as_the_direct_sums(make_layer) -> None:
-    """Against float64, Winograd's float32 outputs and gradients are within the golden unit tolerance
-    (1e-5 of the largest value), as im2col + GEMM's are."""
-    layer64, bottoms64, tops64 = make_layer(conv_text("kernel_size: 3 pad: 1", 64), [(2, 64, 20, 17)])
-    dy = np.random.default_rng(4).standard_normal(tops64[0].shape)
-    exact = run_layer(layer64, bottoms64, tops64, dy, False)
-    layer, bottoms, tops = make_layer(conv_text("kernel_size: 3 pad: 1", 64), [(2, 64, 20, 17)], dtype=np.float32)
-    for blob, blob64 in zip(layer.blobs + bottoms, layer64.blobs + bottoms64):
-        blob.data = blob64.data.astype(np.float32)
-    for use_winograd in (True, False):
-        for key, a, b in zip(("top", "bottom diff", "weight diff", "bias diff"),
-                             run_layer(layer, bottoms, tops, dy.astype(np.float32), use_winograd), exact):
-            error = np.abs(a - b).max() / max(1, np.abs(b).max())
-            assert error < 1e-5, (use_winograd, key, error)
+    assert_float32_is_within_the_golden_tolerance(make_layer, "kernel_size: 3 pad: 1", (2, 64, 20, 17), 64,
+                                                  "uses_winograd")
 
 
 @pytest.mark.parametrize("options, channels, chosen", [
@@ -82,7 +56,7 @@ def test_float32_error_is_as_small_as_the_direct_sums(make_layer) -> None:
 def test_the_layer_chooses_winograd_for_3x3_stride1_convolutions(make_layer, options, channels, chosen) -> None:
     layer, _, _ = make_layer(conv_text(options, 8), [(1, channels, 6, 6)])
     assert layer.uses_winograd == chosen
-    layer._scratch.winograd = False
+    layer._scratch.fast_convolution = False
     assert not layer.uses_winograd
 
 
@@ -93,26 +67,12 @@ def test_gradient_check(make_layer) -> None:
 
 
 def test_steady_state_steps_allocate_no_large_buffers(make_layer) -> None:
-    """Transformed tiles live in the workspace; a step's temporaries (transformed kernels, per-image bias sums)
-    stay far below one activation, and nothing grows."""
+    """Transformed tiles live in the workspace; a step's temporaries are transformed kernels and per-image bias
+    sums."""
     layer, bottoms, tops = make_layer(conv_text("kernel_size: 3 pad: 1", 16), [(4, 16, 64, 64)],
                                       dtype=np.float32)
-    dy = np.random.default_rng(5).standard_normal(tops[0].shape).astype(np.float32)
-    activation_bytes = bottoms[0].count * 4
-
-    def step():
-        layer.forward(bottoms, tops)
-        tops[0].diff = dy
-        layer.backward(tops, [True], bottoms)
-
-    step()
-    assert layer.uses_winograd and layer._scratch.nbytes > 0
-    workspace = layer._scratch.nbytes
-    growth, peak = traced_memory_of(step)
-    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes"
-    assert peak < activation_bytes // 8, f"a step peaked {peak} bytes higher"
-    assert layer._scratch.nbytes == workspace
-    assert np.isfinite(bottoms[0].diff).all() and np.abs(layer.blobs[0].diff).sum() > 0
+    assert layer.uses_winograd
+    assert_steady_state_steps_allocate_no_large_buffers(layer, bottoms, tops)
 
 
 def test_the_kernels_run_where_numba_cannot_cache_them(tmp_path) -> None:

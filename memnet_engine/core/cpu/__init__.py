@@ -1,5 +1,5 @@
-"""CPU kernels compiled by numba: Winograd convolution (``winograd``), the fused BatchNorm unit
-(``bn_scale_relu``)."""
+"""CPU kernels compiled by numba: Winograd convolution (``winograd``), direct convolution (``direct``), the
+fused BatchNorm unit (``bn_scale_relu``)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -17,9 +17,11 @@ gradients (the bias as a product with ones), added to the diffs in worker order.
 the bottom diff is itself a convolution (of the top diff with the kernels turned by 180 degrees),
 computed the same way, so no col2im scatter-add is needed.  Tops and bottom diffs are written into
 the blobs' own arrays and all scratch comes from the workspace: steady-state steps allocate nothing.
-3x3 stride-1 convolutions with 8 or more channels on both sides (all of MemNet's but its first and last)
-run by Winograd's F(2x2, 3x3) instead (core/cpu/winograd.py: 2.25x fewer multiplications, as accurate),
-unless the workspace's ``winograd`` is False.
+Unless the workspace's ``fast_convolution`` is False, two other algorithms run where they apply: 3x3
+stride-1 convolutions with 8 or more channels on both sides (all of MemNet's but its first and last) by
+Winograd's F(2x2, 3x3) (core/cpu/winograd.py: 2.25x fewer multiplications, as accurate), and stride-1
+convolutions with few channels on one side (MemNet's first and last, 1 -> 64 and 64 -> 1) by the direct
+sum (core/cpu/direct.py: no column matrix); the bias gradient stays a product with ones.
 
 GPU (CUDA kernels + cuBLAS): columns are image-major, (N, C * kh * kw, Ho * Wo) (kernels/im2col.cu),
 and each group is ONE strided-batched cuBLAS GEMM over the batch that reads and writes NCHW
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import blas
-from ..cpu import winograd
+from ..cpu import direct, winograd
 from ..cuda import gemm as cublas
 from ..cuda.im2col import col2im as col2im_gpu
 from ..cuda.im2col import im2col as im2col_gpu
@@ -242,9 +244,19 @@ class ConvolutionLayer(Layer):
     @property
     def uses_winograd(self) -> bool:
         """True when the CPU runs this convolution by Winograd's F(2x2, 3x3) (core/cpu/winograd.py)."""
+        return self._fast_algorithm_applies(winograd)
+
+    @property
+    def uses_direct(self) -> bool:
+        """True when the CPU runs this convolution by the direct sum (core/cpu/direct.py)."""
+        return self._fast_algorithm_applies(direct)
+
+    def _fast_algorithm_applies(self, algorithm) -> bool:
+        """Whether ``algorithm`` (a core/cpu module) runs this convolution: it applies, and the workspace
+        allows fast convolutions."""
         g = self.geometry
-        return self._scratch.winograd and winograd.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
-                                                           self.blobs[0].shape[1], self.num_output)
+        return self._scratch.fast_convolution and algorithm.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
+                                                                    self.blobs[0].shape[1], self.num_output)
 
     def _winograd_for(self, prologue: "tuple | None") -> bool:
         """``uses_winograd``; an input prologue (a fused BatchNorm unit) needs it."""
@@ -339,14 +351,16 @@ class ConvolutionLayer(Layer):
         if self._winograd_for(prologue):
             winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
                               self._scratch, prologue)
+        elif self.uses_direct:
+            direct.convolve(x, self.blobs[0].data, self.geometry.pad, self.geometry.dilation, y, bias, self._scratch)
         else:
             self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias)
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
-        """Winograd's backward where it applies; else im2col + GEMM: the bottom diff is a convolution of the top
-        diff (stride 1), or the columns' product scattered back by col2im (one worker: the chunks' input
-        windows overlap)."""
+        """Winograd's or the direct backward where they apply; else im2col + GEMM: the bottom diff is a
+        convolution of the top diff (stride 1), or the columns' product scattered back by col2im (one worker:
+        the chunks' input windows overlap)."""
         x, dy = bottoms[0].data, tops[0].diff
         dx = self._own_array(bottoms[0], bottoms[0].diff, dy, x) if propagate_down[0] else None
         self.gradients_cpu(x, dy, dx)
@@ -360,17 +374,23 @@ class ConvolutionLayer(Layer):
         want_weights = self.param_propagate_down[0]
         if self._winograd_for(prologue):
             self._backward_winograd(x, dy, dx, want_bias, want_weights, prologue)
+        elif self.uses_direct:
+            self._backward_direct(x, dy, dx, want_bias, want_weights)
         else:
             self._backward_gemm(x, dy, dx, want_bias, want_weights)
 
+    def _add_bias_gradient(self, dy) -> None:
+        """The bias diff += dy summed over images and positions, as per-image products with ones."""
+        num, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
+        per_image = np.matmul(dy.reshape(num, self.num_output, spatial), self._scratch.ones(spatial, self.dtype))
+        bias_diff = view(self.blobs[1].diff, -1)
+        for image in per_image:
+            bias_diff += image
+
     def _backward_winograd(self, x, dy, dx, want_bias: bool, want_weights: bool, prologue=None) -> None:
-        """Winograd's backward (core/cpu/winograd.py); the bias gradient as per-image products with ones."""
+        """Winograd's backward (core/cpu/winograd.py)."""
         if want_bias:
-            num, spatial = dy.shape[0], self.out_hw[0] * self.out_hw[1]
-            per_image = np.matmul(dy.reshape(num, self.num_output, spatial), self._scratch.ones(spatial, self.dtype))
-            bias_diff = view(self.blobs[1].diff, -1)
-            for image in per_image:
-                bias_diff += image
+            self._add_bias_gradient(dy)
         if want_weights:
             weight_diff = self.blobs[0].diff
             weight_diff += winograd.weight_gradient(x, dy, self.geometry.pad, self._scratch, prologue)
@@ -378,6 +398,20 @@ class ConvolutionLayer(Layer):
             (ph, pw) = self.geometry.pad
             winograd.convolve(dy, winograd.kernel_transform(self.blobs[0].data, turned=True), (2 - ph, 2 - pw),
                               dx, None, self._scratch)
+
+    def _backward_direct(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
+        """The direct backward (core/cpu/direct.py): the bottom diff is the direct convolution of the top diff
+        with the turned kernels (``_transposed``)."""
+        g = self.geometry
+        if want_bias:
+            self._add_bias_gradient(dy)
+        if want_weights:
+            weight_diff = self.blobs[0].diff
+            weight_diff += direct.weight_gradient(x, dy, g.kernel, g.pad, g.dilation, self._scratch)
+        if dx is not None:
+            flipped, transposed = self._transposed()
+            direct.convolve(dy, flipped.reshape(-1, self.num_output, *g.kernel), transposed.pad, transposed.dilation,
+                            dx, None, self._scratch)
 
     def _backward_gemm(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
         """im2col + GEMM backward, as Caffe computes it."""
