@@ -1,7 +1,7 @@
 """Direct stride-1 convolution on the CPU (core/cpu/direct.py), for few channels on one side: the same results
 as im2col + GEMM (float64: to rounding; float32: within the golden tolerance) at every band and image edge,
-its gradient checks, where the layer chooses it, NaNs where im2col puts them, and
-steady-state steps that allocate nothing large."""
+its gradient checks, where the layer chooses it, NaNs where im2col puts them, scratch that is never read
+unwritten, and steady-state steps that allocate nothing large."""
 import numpy as np
 import pytest
 from convolution_cases import (KEYS, assert_equals_im2col_gemm_to_rounding_in_float64,
