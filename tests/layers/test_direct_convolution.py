@@ -1,7 +1,7 @@
 """Direct stride-1 convolution on the CPU (core/cpu/direct.py), for few channels on one side: the same results
 as im2col + GEMM (float64: to rounding; float32: within the golden tolerance) at every band and image edge,
-its gradient checks, where the layer chooses it, NaNs where im2col puts them, and
-steady-state steps that allocate nothing large."""
+its gradient checks, where the layer chooses it, NaNs where im2col puts them, scratch that is never read
+unwritten, and steady-state steps that allocate nothing large."""
 import numpy as np
 import pytest
 from convolution_cases import (KEYS, assert_equals_im2col_gemm_to_rounding_in_float64,
@@ -35,16 +35,21 @@ def chunks_of(layer, bottoms) -> list:
                           layer._scratch)[0]
 
 
-@pytest.mark.parametrize("tiny_chunks", [False, True], ids=["default_chunks", "one_row_bands"])
-@pytest.mark.parametrize("name", sorted(SHAPES))
-def test_equals_im2col_gemm_to_rounding_in_float64(make_layer, monkeypatch, name, tiny_chunks) -> None:
-    shape, num_output, options = SHAPES[name]
-    if tiny_chunks:
+@pytest.fixture(params=[False, True], ids=["default_bands", "one_row_bands"])
+def one_row_bands(request, monkeypatch) -> bool:
+    """Bands of the default height, or of one output row each."""
+    if request.param:
         monkeypatch.setattr(direct, "CHUNK_BYTES", 1)
+    return request.param
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_equals_im2col_gemm_to_rounding_in_float64(make_layer, name, one_row_bands) -> None:
+    shape, num_output, options = SHAPES[name]
     layer, bottoms, tops = make_layer(conv_text(options, num_output), [shape])
     assert layer.uses_direct
     chunks = chunks_of(layer, bottoms)
-    if tiny_chunks:
+    if one_row_bands:
         assert all(r1 - r0 == 1 for _, r0, r1 in chunks)
     if name.endswith("several_bands"):
         assert len(chunks) > 2
