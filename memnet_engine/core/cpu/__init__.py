@@ -34,3 +34,23 @@ def c_typed(a: np.ndarray) -> np.ndarray:
         return np.lib.stride_tricks.as_strided(a, (a.shape[0], image_stride // channel_stride) + a.shape[2:],
                                                a.strides)
     return a
+
+
+@kernel(fastmath={"reassoc"})
+def dot64(a, b):  # pragma: no cover (compiled)
+    """sum of a[k] * b[k] (products in the arrays' dtype) in float64, in the order of LLVM's vector lanes (the
+    kernels' only fast-math).  Callers pass contiguous scratch rows, so the order depends on the row length
+    alone, not on the blobs' layout."""
+    total = 0.0
+    for k in range(a.size):
+        total += np.float64(a[k] * b[k])
+    return total
+
+
+@kernel(fastmath={"reassoc"})
+def sum64(a):  # pragma: no cover (compiled)
+    """sum of a[k] in float64, in ``dot64``'s order."""
+    total = 0.0
+    for k in range(a.size):
+        total += np.float64(a[k])
+    return total

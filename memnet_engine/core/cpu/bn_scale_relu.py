@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import blas
-from . import c_typed, kernel
+from . import c_typed, dot64, kernel, sum64
 
 _KEEP, _DU, _DZ = 0, 1, 2  # what the top diff holds after ``_relu_backward_sums``: itself, du or dz = du * gamma
 
@@ -75,26 +75,6 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     return dx
 
 
-@kernel(fastmath={"reassoc"})
-def _dot(a, b):  # pragma: no cover (compiled)
-    """sum of a[k] * b[k] (float32 products) in float64, in the order of LLVM's vector lanes (the kernels' only
-    fast-math).  Callers pass contiguous scratch rows, so the order depends on the row length alone, not on
-    the blobs' layout."""
-    total = 0.0
-    for k in range(a.size):
-        total += np.float64(a[k] * b[k])
-    return total
-
-
-@kernel(fastmath={"reassoc"})
-def _sum(a):  # pragma: no cover (compiled)
-    """sum of a[k] in float64, in ``_dot``'s order."""
-    total = 0.0
-    for k in range(a.size):
-        total += np.float64(a[k])
-    return total
-
-
 @kernel()
 def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
     outer, _, inner = x.shape
@@ -103,14 +83,14 @@ def _moments(channels, x, mean, var):  # pragma: no cover (compiled)
         total = 0.0
         for n in range(outer):
             row[:] = x[n, c]
-            total += _sum(row)
+            total += sum64(row)
         mean[c] = total / (outer * inner)
         mu, total = mean[c], 0.0
         for n in range(outer):
             plane = x[n, c]
             for k in range(inner):
                 row[k] = plane[k] - mu
-            total += _dot(row, row)
+            total += dot64(row, row)
         var[c] = total / (outer * inner)
 
 
@@ -146,8 +126,8 @@ def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, 
             elif top_holds == _DZ:
                 for k in range(inner):
                     grad[k] = du[k] * g
-            total += _sum(du)
-            total_z += _dot(du, z)
+            total += sum64(du)
+            total_z += dot64(du, z)
         sums[0, c] = total
         sums[1, c] = total_z
 

@@ -24,7 +24,7 @@ its own scratch from the caller's Workspace.
 Rounding: forward sums the taps in the order (c, i, j) in the dtype, three at a time added together to the
 sum, then adds the bias, as Caffe's GEMM then bias do (in another order: float32 outputs differ from
 im2col's by a few units in the last place).
-The weight gradient's dot products are float32 products summed in float64 (bn_scale_relu's ``_dot``, over
+The weight gradient's dot products are float32 products summed in float64 (``dot64`` of core/cpu, over
 contiguous scratch rows: the order depends on the band's length alone), chunk sums and the workers' partial
 sums added in float64 in a fixed order: deterministic.  A NaN or infinity in the input may reach a few more
 taps of the weight gradient than through im2col (a junk column's 0 times it).
@@ -46,8 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import blas
-from . import kernel
-from .bn_scale_relu import _dot
+from . import dot64, kernel
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -223,4 +222,4 @@ def _weight_gradient_band(x, dy, offsets, n, r0, r1, pad_h, pad_w, plane, wide,
         _load_plane(x[n, c], r0 - pad_h, pad_w, width, band)
         for k in range(outputs):
             for t in range(offsets.size):
-                total[k, c, t] += _dot(wide[k, :positions], band[offsets[t]:offsets[t] + positions])
+                total[k, c, t] += dot64(wide[k, :positions], band[offsets[t]:offsets[t] + positions])
