@@ -43,6 +43,16 @@ def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.nda
     return out
 
 
+def forward_rows(x: np.ndarray, prologue: tuple, out: np.ndarray) -> np.ndarray:
+    """``forward`` of one (channels, positions) block into ``out``, on the calling thread (a worker's chunk
+    of a convolution that applies the unit as it reads its input); ``prologue`` = (mean, std, gamma, beta or
+    None, negative_slope).  The same kernel and roundings as ``forward``."""
+    mean, std, gamma, beta, slope = prologue
+    beta = np.zeros_like(gamma) if beta is None else beta
+    _forward(np.arange(x.shape[0]), x[None], mean, std, gamma, beta, x.dtype.type(slope), out[None])
+    return out
+
+
 def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_stats: bool, gamma_diff, beta_diff,
              want_dx: bool, top_gets_dz: bool, beta=None, keep_top: bool = False) -> "np.ndarray | None":
     """Gradients of the unit: Scale's (added to ``gamma_diff`` / ``beta_diff`` where not None) and, with

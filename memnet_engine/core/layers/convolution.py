@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import blas
+from ..cpu import bn_scale_relu as unit_kernels
 from ..cpu import direct, winograd
 from ..cuda import gemm as cublas
 from ..cuda.im2col import col2im as col2im_gpu
@@ -258,13 +259,15 @@ class ConvolutionLayer(Layer):
         return self._scratch.fast_convolution and algorithm.applies(g.kernel, g.pad, g.stride, g.dilation, self.group,
                                                                     self.blobs[0].shape[1], self.num_output)
 
-    def _winograd_for(self, prologue: "tuple | None") -> bool:
-        """``uses_winograd``; an input prologue (a fused BatchNorm unit) needs it."""
-        if self.uses_winograd:
-            return True
-        if prologue is not None:
-            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd path")
-        return False
+    @property
+    def accepts_prologue(self) -> bool:
+        """True when the CPU path can apply a fused BatchNorm unit to the input as it reads it (an input
+        prologue, layers/unit_convolution.py): Winograd's input transform, or a pointwise GEMM's chunks."""
+        return self.uses_winograd or (self.geometry.is_pointwise and not self.uses_direct)
+
+    def _check_prologue(self, prologue: "tuple | None") -> None:
+        if prologue is not None and not self.accepts_prologue:
+            raise RuntimeError(f"'{self.name}': an input prologue needs the Winograd or the pointwise GEMM path")
 
     def _gemm(self, gemm, a, b, out, **options) -> None:
         """One product per group (``gemm`` is ``_matmul`` or cuBLAS's): rows of a, b and out split evenly."""
@@ -290,23 +293,29 @@ class ConvolutionLayer(Layer):
         return [(n, n + 1, r, min(r + rows, out_h)) for n in range(num) for r in range(0, out_h, rows)]
 
     def _cpu_columns(self, x, chunk, geometry: ConvGeometry, out_hw: tuple[int, int], column_rows: int,
-                     worker: int):
-        """Column matrix (column_rows, positions) of a chunk: a view of the input when pointwise."""
+                     worker: int, prologue: "tuple | None" = None):
+        """Column matrix (column_rows, positions) of a chunk: a view of the input when pointwise, or with a
+        ``prologue`` (pointwise only) the fused BatchNorm unit applied to it, in scratch."""
         if geometry.is_pointwise:
-            return _band(x, chunk)
+            band = _band(x, chunk)
+            if prologue is None:
+                return band
+            return unit_kernels.forward_rows(band, prologue, self._scratch.array(f"unit_columns{worker}", band.shape,
+                                                                                 self.dtype))
         n0, n1, r0, r1 = chunk
         shape = (column_rows, (n1 - n0) * (r1 - r0) * out_hw[1])
         return im2col(x[n0:n1], geometry, out_hw, (r0, r1), self._scratch.array(f"columns{worker}", shape, self.dtype))
 
-    def _convolve_cpu(self, x, weights, geometry: ConvGeometry, out, bias=None) -> None:
+    def _convolve_cpu(self, x, weights, geometry: ConvGeometry, out, bias=None, prologue=None) -> None:
         """out (N, O, Ho, Wo) = x (N, I, H, W) convolved with ``weights`` (O, I / group * kh * kw), + bias;
-        chunks shared among the BLAS workers, each with its own scratch slots."""
+        chunks shared among the BLAS workers, each with its own scratch slots; ``prologue``: see
+        ``_cpu_columns``."""
         num, channels, out_h, out_w = out.shape
         column_rows, spatial, scratch = weights.shape[1] * self.group, out_h * out_w, self._scratch
 
         def work(worker: int, chunks) -> None:
             for chunk in chunks:
-                columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows, worker)
+                columns = self._cpu_columns(x, chunk, geometry, (out_h, out_w), column_rows, worker, prologue)
                 n0, n1 = chunk[:2]
                 if n1 - n0 == 1:  # the product lands in the output band in place
                     band = _band(out, chunk)
@@ -343,18 +352,19 @@ class ConvolutionLayer(Layer):
         return current
 
     def forward_cpu(self, bottoms, tops, prologue: "tuple | None" = None) -> None:
-        """``prologue``: a fused BatchNorm unit's activation applied to the input first (Winograd only: see
-        core/cpu/winograd.py ``convolve``; layers/unit_convolution.py)."""
+        """``prologue``: a fused BatchNorm unit's activation applied to the input first (``accepts_prologue``;
+        see core/cpu/winograd.py ``convolve``, ``_cpu_columns``; layers/unit_convolution.py)."""
+        self._check_prologue(prologue)
         x = bottoms[0].data
         y = self._own_array(tops[0], tops[0].data, x)
         bias = self.blobs[1].data if len(self.blobs) > 1 else None
-        if self._winograd_for(prologue):
+        if self.uses_winograd:
             winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
                               self._scratch, prologue)
         elif self.uses_direct:
             direct.convolve(x, self.blobs[0].data, self.geometry.pad, self.geometry.dilation, y, bias, self._scratch)
         else:
-            self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias)
+            self._convolve_cpu(x, self._weights(self.blobs[0].data), self.geometry, y, bias, prologue)
         tops[0].data = y
 
     def backward_cpu(self, tops, propagate_down, bottoms) -> None:
@@ -370,14 +380,15 @@ class ConvolutionLayer(Layer):
     def gradients_cpu(self, x, dy, dx, prologue: "tuple | None" = None) -> None:
         """The parameters' gradients (accumulated) and, into ``dx`` when given, the input's, from the input x
         and the top diff dy; ``prologue``: as in ``forward_cpu`` (x is then the fused unit's input)."""
+        self._check_prologue(prologue)
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights = self.param_propagate_down[0]
-        if self._winograd_for(prologue):
+        if self.uses_winograd:
             self._backward_winograd(x, dy, dx, want_bias, want_weights, prologue)
         elif self.uses_direct:
             self._backward_direct(x, dy, dx, want_bias, want_weights)
         else:
-            self._backward_gemm(x, dy, dx, want_bias, want_weights)
+            self._backward_gemm(x, dy, dx, want_bias, want_weights, prologue)
 
     def _add_bias_gradient(self, dy) -> None:
         """The bias diff += dy summed over images and positions, as per-image products with ones."""
@@ -413,18 +424,19 @@ class ConvolutionLayer(Layer):
             direct.convolve(dy, flipped.reshape(-1, self.num_output, *g.kernel), transposed.pad, transposed.dilation,
                             dx, None, self._scratch)
 
-    def _backward_gemm(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
-        """im2col + GEMM backward, as Caffe computes it."""
+    def _backward_gemm(self, x, dy, dx, want_bias: bool, want_weights: bool, prologue=None) -> None:
+        """im2col + GEMM backward, as Caffe computes it (``prologue``: pointwise, see ``_cpu_columns``)."""
         want_input = dx is not None
         scatter = want_input and self.geometry.stride != (1, 1)
         if scatter:
             dx.fill(0)  # col2im adds every chunk's columns
         if want_bias or want_weights or scatter:
-            self._parameter_gradients_cpu(x, dy, want_bias, want_weights, dx if scatter else None)
+            self._parameter_gradients_cpu(x, dy, want_bias, want_weights, dx if scatter else None, prologue)
         if want_input and not scatter:
             self._convolve_cpu(dy, *self._transposed(), dx)
 
-    def _parameter_gradients_cpu(self, x, dy, want_bias: bool, want_weights: bool, scatter_into=None) -> None:
+    def _parameter_gradients_cpu(self, x, dy, want_bias: bool, want_weights: bool, scatter_into=None,
+                                 prologue=None) -> None:
         """Bias and weight gradients chunk by chunk: each worker sums its chunks' products (the bias gradient
         as a product with ones), then the sums are added to the diffs in worker order (deterministic).  With
         ``scatter_into`` also the bottom diff by col2im."""
@@ -454,7 +466,8 @@ class ConvolutionLayer(Layer):
                 if want_bias:
                     np.matmul(dy_chunk, ones[:dy_chunk.shape[1]], out=bias_product)
                 if want_weights:
-                    columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows, worker)
+                    columns = self._cpu_columns(x, chunk, self.geometry, self.out_hw, self._column_rows, worker,
+                                                prologue)
                     self._gemm(_matmul, dy_chunk, columns, weight_product, trans_b=True)
                 if index:
                     for total, product in ((weight_sum, weight_product), (bias_sum, bias_product)):

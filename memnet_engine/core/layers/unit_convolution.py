@@ -1,13 +1,15 @@
-"""A fused BatchNorm -> Scale -> ReLU unit and the 3x3 convolution that alone reads its output, as one step
-of the CPU's planned passes (inference, and solver steps).
+"""A fused BatchNorm -> Scale -> ReLU unit and the convolution that alone reads its output, as one step of
+the CPU's planned passes (inference, and solver steps), where the convolution can apply the unit to its input
+as it reads it: a 3x3 Winograd convolution (its input transform, core/cpu/winograd.py ``convolve``'s
+prologue) or a pointwise GEMM (each chunk's columns, layers/convolution.py ``_cpu_columns``).
 
-The unit's output h is never stored.  Forward: the unit's statistics, then the convolution, whose Winograd
-input transform applies the unit to each input row it loads (core/cpu/winograd.py ``convolve``'s
-prologue).  Backward: the convolution's weight gradient applies the unit the same way, its input gradient
-is dh (workspace scratch, which the unit's backward reads without writing dz back), and the unit's
-backward takes the ReLU's mask from x (u > 0 where h > 0): no pass writes h and none recomputes it.  The results are bit-identical to running the two steps (the same float32 operations
+The unit's output h is never stored.  Forward: the unit's statistics, then the convolution, which applies
+the unit to each input row or chunk it loads.  Backward: the convolution's weight gradient applies the unit
+the same way, its input gradient is dh (workspace scratch, which the unit's backward reads without writing
+dz back), and the unit's backward takes the ReLU's mask from x (u > 0 where h > 0): no pass writes h and
+none recomputes it.  The results are bit-identical to running the two steps (the same float32 operations
 in the same order).  The schedule (core/memory_plan.py) uses this step only in planned passes
-(``keep_intermediates=False``), when h is not kept and the convolution runs by Winograd.
+(``keep_intermediates=False``), when h is not kept.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ class UnitConvolution(Layer):
 
     @property
     def applies(self) -> bool:
-        """True when this step can run now: on the CPU, with a Winograd convolution."""
-        return not self.on_gpu and self.conv.uses_winograd
+        """True when this step can run now: on the CPU, with a convolution that applies the unit as it reads its
+        input (Winograd's, or a pointwise GEMM's)."""
+        return not self.on_gpu and self.conv.accepts_prologue
 
     def _prologue(self, mean, std) -> tuple:
         gamma, beta = self.unit.gamma_beta()
