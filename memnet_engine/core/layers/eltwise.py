@@ -42,15 +42,10 @@ class EltwiseLayer(Layer):
     def forward_cpu(self, bottoms, tops) -> None:
         xp = self.xp
         if self.op == SUM:
-            out = self.planned_outputs.get(0)
-            for k, (b, c) in enumerate(zip(bottoms, self.coeffs)):
-                term = b.data if c == 1 else b.data * b.dtype.type(c)
-                if k == 0 and out is None:
-                    out = term.copy()
-                elif k == 0:
-                    out[...] = term
-                else:
-                    out += term
+            terms = (b.data if c == 1 else b.data * b.dtype.type(c) for b, c in zip(bottoms, self.coeffs))
+            out = xp.add(next(terms), next(terms), out=self.planned_outputs.get(0))  # two bottoms at least
+            for term in terms:
+                out += term
             tops[0].data = out
         elif self.op == PROD:
             out = bottoms[0].data * bottoms[1].data
