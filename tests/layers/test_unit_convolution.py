@@ -95,7 +95,8 @@ def test_a_pointwise_convolution_applies_a_unit_prologue_bit_identically(make_la
     from memnet_engine.core.cpu import bn_scale_relu as kernels
     from memnet_engine.core.layers import convolution
     if bands:
-        monkeypatch.setattr(convolution, "CPU_COLUMN_BYTES", 3 * 7 * 12 * 4)  # 3 output rows of 12 channels
+        for budget in ("CPU_COLUMN_BYTES", "CPU_UNIT_COLUMN_BYTES"):  # the same bands with and without the unit
+            monkeypatch.setattr(convolution, budget, 3 * 7 * 12 * 4)  # 3 output rows of 12 channels
     layer, bottoms, tops = make_layer(conv_text("kernel_size: 1", 6), [(2, 12, 9, 7)], dtype=np.float32)
     rng = np.random.default_rng(4)
     mean, beta = (rng.standard_normal(12).astype(np.float32) for _ in range(2))

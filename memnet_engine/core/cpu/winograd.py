@@ -240,7 +240,8 @@ def _gradient_tiles(dy, n, r0, r1, tiles_per_row, g):  # pragma: no cover (compi
         for r in range(rows):
             for a in range(2):
                 h = 2 * (r0 + r) + a
-                even, odd = planes[2 * a, r * per_row:(r + 1) * per_row], planes[2 * a + 1, r * per_row:(r + 1) * per_row]
+                start = r * per_row
+                even, odd = planes[2 * a, start:start + per_row], planes[2 * a + 1, start:start + per_row]
                 if h >= out_h:
                     even[:] = 0
                     odd[:] = 0

@@ -51,6 +51,9 @@ from ..workspace import Workspace
 # Most bytes of one chunk's column matrix: the CPU keeps it in cache between im2col and the GEMM;
 # the GPU cuts larger batches into groups of images.
 CPU_COLUMN_BYTES = 16 << 20
+# A pointwise convolution's columns are views of its input, but with a fused unit's prologue each worker
+# writes them: smaller chunks keep that scratch small (whole 31x31 training images still fit).
+CPU_UNIT_COLUMN_BYTES = 4 << 20
 GPU_COLUMN_BYTES = 256 << 20
 
 
@@ -175,6 +178,11 @@ def _group(matrix, g: int, groups: int):
     return matrix[..., g * rows:(g + 1) * rows, :]
 
 
+def _column_bytes(prologue: "tuple | None") -> int:
+    """The most bytes of one chunk's columns (see CPU_UNIT_COLUMN_BYTES)."""
+    return CPU_COLUMN_BYTES if prologue is None else CPU_UNIT_COLUMN_BYTES
+
+
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, trans_a: bool = False, trans_b: bool = False) -> None:
     """``out = op(a) @ op(b)`` through NumPy's BLAS, straight into ``out`` (any view with contiguous rows)."""
     np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
@@ -275,21 +283,22 @@ class ConvolutionLayer(Layer):
             gemm(_group(a, g, self.group), _group(b, g, self.group), _group(out, g, self.group), **options)
 
     # ------------------------------------------------------------------ CPU
-    def _cpu_chunks(self, num: int, out_hw: tuple[int, int], column_rows: int,
-                    pointwise: bool) -> list[tuple[int, int, int, int]]:
+    def _cpu_chunks(self, num: int, out_hw: tuple[int, int], column_rows: int, pointwise: bool,
+                    prologue: "tuple | None" = None) -> list[tuple[int, int, int, int]]:
         """(n0, n1, r0, r1): images [n0, n1), output rows [r0, r1) of each; as many chunks per worker and
-        about CPU_COLUMN_BYTES of columns at most.  Several images only when whole images fit (their outputs
-        are staged channel-major); a pointwise convolution goes image by image (its columns are the input)."""
+        about ``_column_bytes(prologue)`` of columns at most.  Several images only when whole images fit (their
+        outputs are staged channel-major); a pointwise convolution goes image by image (its columns are the
+        input)."""
         if num == 0:
             return []
         out_h, out_w = out_hw
-        row_bytes = out_w * column_rows * self.dtype.itemsize
+        row_bytes, column_bytes = out_w * column_rows * self.dtype.itemsize, _column_bytes(prologue)
         workers = blas.workers()
-        pieces = -(-num * out_h * row_bytes // (CPU_COLUMN_BYTES * workers)) * workers  # a multiple of workers
+        pieces = -(-num * out_h * row_bytes // (column_bytes * workers)) * workers  # a multiple of workers
         if pieces <= num and not pointwise:
             bounds = [num * k // pieces for k in range(pieces + 1)]
             return [(a, b, 0, out_h) for a, b in zip(bounds, bounds[1:])]
-        rows = max(1, min(-(-out_h // -(-pieces // num)), CPU_COLUMN_BYTES // row_bytes))
+        rows = max(1, min(-(-out_h // -(-pieces // num)), column_bytes // row_bytes))
         return [(n, n + 1, r, min(r + rows, out_h)) for n in range(num) for r in range(0, out_h, rows)]
 
     def _cpu_columns(self, x, chunk, geometry: ConvGeometry, out_hw: tuple[int, int], column_rows: int,
@@ -332,7 +341,7 @@ class ConvolutionLayer(Layer):
                     if bias is not None:
                         image += bias.reshape(-1, 1)
 
-        blas.parallel(work, self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise))
+        blas.parallel(work, self._cpu_chunks(num, (out_h, out_w), column_rows, geometry.is_pointwise, prologue))
 
     def _transposed(self) -> "tuple[np.ndarray, ConvGeometry]":
         """The stride-1 convolution of the top diff that gives the bottom diff: its weights
@@ -441,7 +450,7 @@ class ConvolutionLayer(Layer):
         as a product with ones), then the sums are added to the diffs in worker order (deterministic).  With
         ``scatter_into`` also the bottom diff by col2im."""
         num, spatial, scratch = x.shape[0], self.out_hw[0] * self.out_hw[1], self._scratch
-        chunks = self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise)
+        chunks = self._cpu_chunks(num, self.out_hw, self._column_rows, self.geometry.is_pointwise, prologue)
         weight_diff = self._weights(self.blobs[0].diff)
         ones = scratch.ones(max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in chunks) * self.out_hw[1], self.dtype)
 
