@@ -2,7 +2,8 @@
 
 The schedule is the net's layers in order, except that each BatchNorm -> Scale -> ReLU chain runs as
 one fused unit (layers/bn_scale_relu.py), and in planned passes (inference, solver steps) on the CPU, such
-a unit and the 3x3 convolution that alone reads it run as one step (layers/unit_convolution.py).
+a unit and the convolution that alone reads it (a Winograd 3x3 or a pointwise one) run as one step
+(layers/unit_convolution.py).
 pycaffe's ``net.forward()`` / ``net.backward()`` run it keeping every blob.  The planned path
 (``keep_intermediates=False``: inference, and a solver step through
 ``net.forward_backward(keep_intermediates=False)``) follows a memory plan made from what

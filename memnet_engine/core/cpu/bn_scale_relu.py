@@ -22,6 +22,11 @@ def _rows(a: np.ndarray, dims: tuple[int, int, int]) -> np.ndarray:
     return c_typed(a.reshape(dims))
 
 
+def _beta(gamma: np.ndarray, beta: "np.ndarray | None") -> np.ndarray:
+    """Scale's bias, zeros when it has none (+ 0 changes nothing that the ReLU keeps)."""
+    return np.zeros_like(gamma) if beta is None else beta
+
+
 def _per_channel(kernel, channels: int, *args) -> None:
     """``kernel(channel_indices, *args)`` with the channels shared among the workers."""
     blas.parallel(lambda worker, mine: kernel(np.asarray(mine, np.int64), *args), range(channels))
@@ -37,7 +42,7 @@ def batch_moments(x: np.ndarray, dims: tuple[int, int, int]) -> tuple[np.ndarray
 def forward(x, dims, mean, std, gamma, beta, negative_slope: float, out: "np.ndarray | None" = None) -> np.ndarray:
     """h = relu((x - mean) / std * gamma + beta) into ``out`` (may be x) or a new array, returned."""
     out = np.empty_like(x) if out is None else out
-    beta = np.zeros_like(gamma) if beta is None else beta  # + 0 changes nothing that the ReLU keeps
+    beta = _beta(gamma, beta)
     _per_channel(_forward, dims[1], _rows(x, dims), mean, std, gamma, beta, x.dtype.type(negative_slope),
                  _rows(out, dims))
     return out
@@ -48,7 +53,7 @@ def forward_rows(x: np.ndarray, prologue: tuple, out: np.ndarray) -> np.ndarray:
     of a convolution that applies the unit as it reads its input); ``prologue`` = (mean, std, gamma, beta or
     None, negative_slope).  The same kernel and roundings as ``forward``."""
     mean, std, gamma, beta, slope = prologue
-    beta = np.zeros_like(gamma) if beta is None else beta
+    beta = _beta(gamma, beta)
     _forward(np.arange(x.shape[0]), x[None], mean, std, gamma, beta, x.dtype.type(slope), out[None])
     return out
 
@@ -64,7 +69,7 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     from_input = h is None
     x, d = _rows(x, dims), _rows(d, dims)
     h = x if from_input else _rows(h, dims)
-    beta = np.zeros_like(gamma) if beta is None else beta
+    beta = _beta(gamma, beta)
     slope = dtype.type(negative_slope)
     top_holds = _KEEP if keep_top else _DZ if top_gets_dz else _DU
     sums = np.zeros((2, channels))  # per channel: sum of du, sum of du * z

@@ -135,7 +135,7 @@ class BatchNormScaleReLU(Layer):
 
     def _backward(self, kernels, tops, propagate_down, bottoms) -> None:
         dx = self.gradients(kernels, bottoms[0].data, tops[0].data, tops[0].diff, propagate_down[0],
-                            keep_top=self.top_diff_donated)  # nothing reads the top diff after: no dz written
+                            keep_top=self.top_diff_donated)  # CPU: nothing reads the top diff after, no dz
         if dx is not None:
             bottoms[0].diff = dx
 

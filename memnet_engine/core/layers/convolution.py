@@ -392,12 +392,16 @@ class ConvolutionLayer(Layer):
         self._check_prologue(prologue)
         want_bias = len(self.blobs) > 1 and self.param_propagate_down[1]
         want_weights = self.param_propagate_down[0]
-        if self.uses_winograd:
-            self._backward_winograd(x, dy, dx, want_bias, want_weights, prologue)
-        elif self.uses_direct:
-            self._backward_direct(x, dy, dx, want_bias, want_weights)
-        else:
+        if not (self.uses_winograd or self.uses_direct):
             self._backward_gemm(x, dy, dx, want_bias, want_weights, prologue)
+            return
+        if want_bias:
+            self._add_bias_gradient(dy)
+        if want_weights:
+            weight_diff = self.blobs[0].diff
+            weight_diff += self._fast_weight_gradient(x, dy, prologue)
+        if dx is not None:
+            self._fast_input_gradient(dy, dx)
 
     def _add_bias_gradient(self, dy) -> None:
         """The bias diff += dy summed over images and positions, as per-image products with ones."""
@@ -407,31 +411,25 @@ class ConvolutionLayer(Layer):
         for image in per_image:
             bias_diff += image
 
-    def _backward_winograd(self, x, dy, dx, want_bias: bool, want_weights: bool, prologue=None) -> None:
-        """Winograd's backward (core/cpu/winograd.py)."""
-        if want_bias:
-            self._add_bias_gradient(dy)
-        if want_weights:
-            weight_diff = self.blobs[0].diff
-            weight_diff += winograd.weight_gradient(x, dy, self.geometry.pad, self._scratch, prologue)
-        if dx is not None:
-            (ph, pw) = self.geometry.pad
+    def _fast_weight_gradient(self, x, dy, prologue=None):
+        """The weight gradient (float64) by Winograd's algorithm (core/cpu/winograd.py) or the direct sum
+        (core/cpu/direct.py)."""
+        g = self.geometry
+        if self.uses_winograd:
+            return winograd.weight_gradient(x, dy, g.pad, self._scratch, prologue)
+        return direct.weight_gradient(x, dy, g.kernel, g.pad, g.dilation, self._scratch)
+
+    def _fast_input_gradient(self, dy, dx) -> None:
+        """dx = dy convolved with the kernels turned by 180 degrees, by Winograd's algorithm or the direct sum
+        (``_transposed``'s kernels and geometry)."""
+        if self.uses_winograd:
+            ph, pw = self.geometry.pad
             winograd.convolve(dy, winograd.kernel_transform(self.blobs[0].data, turned=True), (2 - ph, 2 - pw),
                               dx, None, self._scratch)
-
-    def _backward_direct(self, x, dy, dx, want_bias: bool, want_weights: bool) -> None:
-        """The direct backward (core/cpu/direct.py): the bottom diff is the direct convolution of the top diff
-        with the turned kernels (``_transposed``)."""
-        g = self.geometry
-        if want_bias:
-            self._add_bias_gradient(dy)
-        if want_weights:
-            weight_diff = self.blobs[0].diff
-            weight_diff += direct.weight_gradient(x, dy, g.kernel, g.pad, g.dilation, self._scratch)
-        if dx is not None:
-            flipped, transposed = self._transposed()
-            direct.convolve(dy, flipped.reshape(-1, self.num_output, *g.kernel), transposed.pad, transposed.dilation,
-                            dx, None, self._scratch)
+            return
+        flipped, transposed = self._transposed()
+        direct.convolve(dy, flipped.reshape(-1, self.num_output, *self.geometry.kernel), transposed.pad,
+                        transposed.dilation, dx, None, self._scratch)
 
     def _backward_gemm(self, x, dy, dx, want_bias: bool, want_weights: bool, prologue=None) -> None:
         """im2col + GEMM backward, as Caffe computes it (``prologue``: pointwise, see ``_cpu_columns``)."""
