@@ -1,5 +1,5 @@
 """CPU kernels compiled by numba: Winograd convolution (``winograd``), direct convolution (``direct``), the
-fused BatchNorm unit (``bn_scale_relu``)."""
+fused BatchNorm unit (``bn_scale_relu``); ``matmul``, their matrix products."""
 from __future__ import annotations
 
 from typing import Callable
@@ -54,3 +54,28 @@ def sum64(a):  # pragma: no cover (compiled)
     for k in range(a.size):
         total += np.float64(a[k])
     return total
+
+
+@kernel()
+def matmul(gemm, a, b, c, accumulate):  # pragma: no cover (compiled)
+    """c = a @ b, or c += a @ b with ``accumulate``: 2-D arrays of one float dtype, c C-contiguous, a and b each C-
+    or F-contiguous (e.g. a transposed view).  ``gemm``: NumPy's OpenBLAS GEMM for the dtype (core/blas ``gemm``),
+    which computes what np.matmul does, bit for bit; None where there is none (numba's np.dot)."""
+    if gemm is None:
+        if accumulate:
+            c += np.dot(a, b)
+        else:
+            np.dot(a, b, c)
+        return
+    (a_layout, a_step), (b_layout, b_step), (_, c_step) = _operand(a), _operand(b), _operand(c)
+    gemm(np.int32(101), a_layout, b_layout, c.shape[0], c.shape[1], a.shape[1], c.dtype.type(1), a.ctypes.data,  # 101: rows
+         a_step, b.ctypes.data, b_step, c.dtype.type(1 if accumulate else 0), c.ctypes.data, c_step)
+
+
+@kernel()
+def _operand(a):  # pragma: no cover (compiled)
+    """(CBLAS layout: 111 as stored, 112 transposed; leading dimension) of a row-major matrix or transposed view."""
+    size = a.itemsize
+    if a.strides[1] == size:
+        return np.int32(111), max(a.strides[0] // size, a.shape[1])
+    return np.int32(112), max(a.strides[1] // size, a.shape[0])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import blas
-from . import c_typed, kernel
+from . import c_typed, kernel, matmul
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -76,23 +76,19 @@ def _prologue_arguments(prologue: "tuple | None", channels: int, dtype) -> tuple
     return (True, *vectors, dtype.type(slope))
 
 
-def _transformed_inputs(x, out_hw: tuple[int, int], outputs: int, pad: tuple[int, int], prologue,
-                        scratch: "Workspace"):
-    """(tiles per row, chunks (n, r0, r1) of all images, ``transformed(worker, chunk)``): the latter fills the
-    worker's V with the chunk's transformed input and returns (V, the worker's M for ``outputs`` channels)."""
+def _chunks(x, out_hw: tuple[int, int], outputs: int, prologue, scratch: "Workspace"):
+    """(x as the kernels read it, tiles per row, the chunks (n, r0, r1) of all images as an int64 array,
+    ``buffers(worker)``: the worker's flat V and M scratch for the largest chunk, the prologue's arguments)."""
     num, channels = x.shape[:2]
-    x = c_typed(x)  # the kernel reads the first ``channels``
     tiles_per_row, row_ranges = _grid(out_hw, max(channels, outputs), x.dtype.itemsize)
-    unit = _prologue_arguments(prologue, channels, x.dtype)
+    tiles = max(r1 - r0 for r0, r1 in row_ranges) * tiles_per_row
+    chunks = np.array([(n, r0, r1) for n in range(num) for r0, r1 in row_ranges], np.int64).reshape(-1, 3)
 
-    def transformed(worker: int, chunk: tuple[int, int, int]):
-        n, r0, r1 = chunk
-        tiles = (r1 - r0) * tiles_per_row
-        v = _slot(scratch, "v", worker, (16, channels, tiles), x.dtype)
-        _input_tiles(x, n, pad[0], pad[1], r0, r1, tiles_per_row, v, *unit)
-        return v, _slot(scratch, "m", worker, (16, outputs, tiles), x.dtype)
+    def buffers(worker: int) -> tuple[np.ndarray, np.ndarray]:
+        return (_slot(scratch, "v", worker, (16 * channels * tiles,), x.dtype),
+                _slot(scratch, "m", worker, (16 * outputs * tiles,), x.dtype))
 
-    return tiles_per_row, [(n, r0, r1) for n in range(num) for r0, r1 in row_ranges], transformed
+    return c_typed(x), tiles_per_row, chunks, buffers, _prologue_arguments(prologue, channels, x.dtype)
 
 
 def _slot(scratch: "Workspace", name: str, worker: int, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -108,16 +104,11 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
     replaced by relu((x - mean) / std * gamma + beta), with the fused BatchNorm unit's roundings, as each
     input row is loaded (the padding stays 0)."""
     outputs = u.shape[1]
-    tiles_per_row, chunks, transformed = _transformed_inputs(x, out.shape[2:], outputs, pad, prologue, scratch)
+    x, tiles_per_row, chunks, buffers, unit = _chunks(x, out.shape[2:], outputs, prologue, scratch)
     bias = np.zeros(outputs, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype).reshape(-1)
-
-    def work(worker: int, mine) -> None:
-        for chunk in mine:
-            v, m = transformed(worker, chunk)
-            np.matmul(u, v, out=m)
-            _output_tiles(m, *chunk, tiles_per_row, bias, out)
-
-    blas.parallel(work, chunks)
+    gemm = blas.gemm(x.dtype)
+    blas.parallel(lambda worker, mine: _convolve_chunks(gemm, x, mine, *pad, tiles_per_row, u, *buffers(worker), bias,
+                                                        out, *unit), chunks)
 
 
 def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch: "Workspace",
@@ -126,22 +117,45 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
     (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
     is ``dy``."""
     channels, outputs = x.shape[1], dy.shape[1]
-    dy = c_typed(dy)  # the kernel reads the first ``outputs``
-    tiles_per_row, chunks, transformed = _transformed_inputs(x, dy.shape[2:], outputs, pad, prologue, scratch)
-
-    def work(worker: int, mine) -> None:
-        total = _slot(scratch, "du", worker, (16, outputs, channels), x.dtype)
-        product = _slot(scratch, "du_product", worker, (16, outputs, channels), x.dtype)
-        for index, chunk in enumerate(mine):
-            v, m = transformed(worker, chunk)
-            _gradient_tiles(dy, *chunk, tiles_per_row, m)
-            np.matmul(m, v.transpose(0, 2, 1), out=product if index else total)
-            if index:
-                total += product
-
-    used = blas.parallel(work, chunks)
-    du = sum(_slot(scratch, "du", k, (16, outputs, channels), x.dtype).astype(np.float64) for k in range(used))
+    x, tiles_per_row, chunks, buffers, unit = _chunks(x, dy.shape[2:], outputs, prologue, scratch)
+    gemm = blas.gemm(x.dtype)
+    sums = [_slot(scratch, "du", k, (16, outputs, channels), x.dtype) for k in range(blas.workers())]
+    used = blas.parallel(lambda worker, mine: _gradient_chunks(gemm, x, c_typed(dy), mine, *pad, tiles_per_row,
+                                                               *buffers(worker), sums[worker], *unit), chunks)
+    du = sum(total.astype(np.float64) for total in sums[:used])
     return (du.reshape(16, -1).T @ _GG).reshape(outputs, channels, 3, 3)  # G^T dU G per kernel
+
+
+@kernel()
+def _convolve_chunks(gemm, x, chunks, pad_h, pad_w, tiles_per_row, u, v_buffer, m_buffer, bias, y, activate, mean,
+                     std, gamma, beta, slope):  # pragma: no cover (compiled)
+    """``convolve`` of a worker's chunks: per chunk, input transform -> 16 GEMMs (``matmul``) -> output transform."""
+    outputs, channels = u.shape[1:]
+    for i in range(chunks.shape[0]):
+        n, r0, r1 = chunks[i, 0], chunks[i, 1], chunks[i, 2]
+        tiles = (r1 - r0) * tiles_per_row
+        v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+        m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
+        _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
+        for xi in range(16):
+            matmul(gemm, u[xi], v[xi], m[xi], False)
+        _output_tiles(m, n, r0, r1, tiles_per_row, bias, y)
+
+
+@kernel()
+def _gradient_chunks(gemm, x, dy, chunks, pad_h, pad_w, tiles_per_row, v_buffer, m_buffer, total, activate, mean,
+                     std, gamma, beta, slope):  # pragma: no cover (compiled)
+    """``weight_gradient``'s sum over a worker's chunks: total[xi] (K, C) = sum (A dy A^T)[xi] V[xi]^T."""
+    outputs, channels = total.shape[1:]
+    for i in range(chunks.shape[0]):
+        n, r0, r1 = chunks[i, 0], chunks[i, 1], chunks[i, 2]
+        tiles = (r1 - r0) * tiles_per_row
+        v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+        m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
+        _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
+        _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
+        for xi in range(16):
+            matmul(gemm, m[xi], v[xi].T, total[xi], i > 0)
 
 
 @kernel()
