@@ -49,3 +49,29 @@ def test_omp_num_threads_caps_the_workers(monkeypatch, setting, expected) -> Non
         assert blas.workers() == (expected or cores)
     finally:
         blas.workers.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernels_gemm_computes_what_numpy_matmul_does(dtype) -> None:
+    """cpu.matmul through NumPy's OpenBLAS (blas.gemm): np.matmul's products bit for bit, for operands stored
+    as they are or as transposed views, overwriting or accumulating; numba's np.dot where there is no such GEMM."""
+    from memnet_engine.core.cpu import matmul
+    gemm = blas.gemm(dtype)
+    if gemm is None:
+        assert blas.workers() == 1
+    rs = np.random.default_rng(2)
+    for m, k, n in [(64, 48, 200), (5, 1, 7), (3, 9, 2)]:
+        a, b = rs.standard_normal((m, k)).astype(dtype), rs.standard_normal((k, n)).astype(dtype)
+        for left in (a, np.ascontiguousarray(a.T).T):
+            for right in (b, np.ascontiguousarray(b.T).T):
+                expected = np.matmul(left, right)
+                for function in (gemm, None):
+                    c = np.full((m, n), np.nan, dtype)
+                    matmul(function, left, right, c, False)
+                    if function is None:
+                        np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+                    else:
+                        np.testing.assert_array_equal(c, expected)
+                    before = c.copy()
+                    matmul(function, left, right, c, True)
+                    np.testing.assert_allclose(c, before + expected, rtol=1e-5, atol=1e-5)

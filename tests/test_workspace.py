@@ -50,3 +50,18 @@ def test_a_solver_builds_its_nets_with_its_math_mode() -> None:
         assert [n.workspace.math for n in [solver.net] + solver.test_nets] == [math, math]
     with pytest.raises(ValueError, match="unknown math mode"):
         me.SGDSolver(param, math="fp16")
+
+
+def test_per_pass_values_are_computed_once_in_a_pass_and_afresh_in_the_next() -> None:
+    ws, calls = Workspace(), []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert ws.per_pass("k", compute) == 1 and ws.per_pass("k", compute) == 2  # outside a pass: every time
+    with ws.one_pass():
+        assert ws.per_pass("k", compute) == 3 and ws.per_pass("k", compute) == 3 and ws.per_pass("j", compute) == 4
+    with ws.one_pass():
+        assert ws.per_pass("k", compute) == 5
+    assert ws.per_pass("k", compute) == 6

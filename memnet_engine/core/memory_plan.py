@@ -345,23 +345,24 @@ def run_forward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None)
         keep_freed_host_memory()
     loss = 0.0
     buffers: dict[int, object] = {}  # zero-copy Concat outputs, by concat step, until the Concat ran
-    for s, step in enumerate(steps):
-        bottoms, tops = _blobs(net, step)
-        layer = step.layer
-        if plan is not None:
-            _set_placements(net, steps, plan, s, buffers)
-            layer.input_donated = s in plan.overwrite_input
-        try:
-            loss = add_loss(loss, layer.forward(bottoms, tops))  # reshape: NetError for a user's mistake
-        finally:
-            layer.input_donated = False
-            if layer.planned_outputs:
-                layer.planned_outputs = {}
-                if isinstance(layer, ConcatLayer):
-                    layer.bottoms_in_place = frozenset()
-        if plan is not None:
-            for name in plan.free_after_forward[s] + step.skipped:  # nothing may read a skipped blob's old data
-                net.blobs[name].release()
+    with net.workspace.one_pass():  # parameters are constant: see Workspace.per_pass
+        for s, step in enumerate(steps):
+            bottoms, tops = _blobs(net, step)
+            layer = step.layer
+            if plan is not None:
+                _set_placements(net, steps, plan, s, buffers)
+                layer.input_donated = s in plan.overwrite_input
+            try:
+                loss = add_loss(loss, layer.forward(bottoms, tops))  # reshape: NetError for a user's mistake
+            finally:
+                layer.input_donated = False
+                if layer.planned_outputs:
+                    layer.planned_outputs = {}
+                    if isinstance(layer, ConcatLayer):
+                        layer.bottoms_in_place = frozenset()
+            if plan is not None:
+                for name in plan.free_after_forward[s] + step.skipped:  # nothing may read a skipped blob's old data
+                    net.blobs[name].release()
     return loss
 
 
@@ -384,21 +385,23 @@ def run_backward(net: "Net", steps: list[Step], plan: "MemoryPlan | None" = None
     """Backward through ``steps`` (last first); with a plan, recompute and release as it says."""
     for blob in net.blobs.values():
         blob.renew(data=False, diff=True)  # a diff nobody writes this pass reads as zeros, as in Caffe
-    for s in reversed(range(len(steps))):
-        step = steps[s]
-        if plan is not None:
-            for p in plan.recompute_before_backward[s]:
-                steps[p].layer.recompute_outputs(*_blobs(net, steps[p]))
-        if step.need_backward:
-            bottoms, tops = _blobs(net, step)
-            step.layer.top_diff_donated = plan is not None and set(step.tops) <= set(plan.free_diff_after_backward[s])
-            try:
-                step.layer.backward(tops, step.propagate_down, bottoms)
-            finally:
-                step.layer.top_diff_donated = False
-        if plan is not None:
-            step.layer.drop_saved()
-            for name in plan.free_after_backward[s]:
-                net.blobs[name].release_data()
-            for name in plan.free_diff_after_backward[s] + step.skipped:
-                net.blobs[name].release_diff()
+    with net.workspace.one_pass():
+        for s in reversed(range(len(steps))):
+            step = steps[s]
+            if plan is not None:
+                for p in plan.recompute_before_backward[s]:
+                    steps[p].layer.recompute_outputs(*_blobs(net, steps[p]))
+            if step.need_backward:
+                bottoms, tops = _blobs(net, step)
+                donated = plan is not None and set(step.tops) <= set(plan.free_diff_after_backward[s])
+                step.layer.top_diff_donated = donated
+                try:
+                    step.layer.backward(tops, step.propagate_down, bottoms)
+                finally:
+                    step.layer.top_diff_donated = False
+            if plan is not None:
+                step.layer.drop_saved()
+                for name in plan.free_after_backward[s]:
+                    net.blobs[name].release_data()
+                for name in plan.free_diff_after_backward[s] + step.skipped:
+                    net.blobs[name].release_diff()

@@ -20,7 +20,8 @@ side) where they apply, golden parity holding; when False, im2col + GEMM everywh
 """
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class Workspace:
         self.fast_convolution = fast_convolution
         self._buffers: dict[str, object] = {}
         self._ones: dict[np.dtype, object] = {}
+        self._pass_values: "dict[Hashable, object] | None" = None
 
     @property
     def math(self) -> str:
@@ -72,6 +74,25 @@ class Workspace:
         if ones is None or ones.size < length:
             ones = self._ones[dtype] = self.xp.ones(max(length, 1), dtype)
         return ones[:length]
+
+    @contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """A forward or backward pass of the net, during which parameters do not change: ``per_pass`` values
+        computed from them are kept until it ends (released then, and computed afresh in the next pass)."""
+        self._pass_values = {}
+        try:
+            yield
+        finally:
+            self._pass_values = None
+
+    def per_pass(self, key: Hashable, compute: Callable[[], object]) -> object:
+        """``compute()``, or inside ``one_pass`` the value an earlier call with ``key`` computed in this pass
+        (e.g. the transform of weights that several layers share)."""
+        if self._pass_values is None:
+            return compute()
+        if key not in self._pass_values:
+            self._pass_values[key] = compute()
+        return self._pass_values[key]
 
     @property
     def nbytes(self) -> int:

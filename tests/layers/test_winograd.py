@@ -110,3 +110,47 @@ def test_a_channel_slice_input_gives_the_contiguous_copys_results() -> None:
         for a, b in zip(*results):
             assert np.all(np.isfinite(a)) and np.abs(a).max() > 0
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_numpy_dot_fallback_gives_the_openblas_results(monkeypatch) -> None:
+    """Where NumPy links no OpenBLAS GEMM the kernels' products go through numba's np.dot: same results to
+    float32 rounding."""
+    from memnet_engine.core.workspace import Workspace
+    rng = np.random.default_rng(5)
+    x, dy = (rng.standard_normal((2, 8, 9, 7)).astype(np.float32) for _ in range(2))
+    u = winograd.kernel_transform(rng.standard_normal((8, 8, 3, 3)).astype(np.float32))
+    results = []
+    for fallback in (False, True):
+        if fallback:
+            monkeypatch.setattr(winograd.blas, "gemm", lambda dtype: None)
+        out = np.full(x.shape, np.nan, np.float32)
+        winograd.convolve(x, u, (1, 1), out, None, Workspace())
+        results.append((out, winograd.weight_gradient(x, dy, (1, 1), Workspace())))
+    for openblas, numpy_dot in zip(*results):
+        assert np.all(np.isfinite(openblas)) and np.abs(openblas).max() > 0
+        np.testing.assert_allclose(numpy_dot, openblas, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_weights_are_transformed_once_per_pass_and_again_after_they_change(monkeypatch) -> None:
+    """Convolutions sharing weights (MemNet's recursions) transform them once per forward and once per backward
+    pass; a change of the weights between passes is seen by the next one."""
+    import memnet_engine as me
+    from google.protobuf import text_format
+    conv = ('layer {{ name: "{0}" type: "Convolution" bottom: "{1}" top: "{2}" param {{ name: "w" }} '
+            'param {{ name: "b" }} convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 '
+            'weight_filler {{ type: "gaussian" std: 0.1 }} }} }}\n')
+    text = ('force_backward: true\nlayer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 8 '
+            'dim: 6 dim: 6 } } }\n' + conv.format("c1", "x", "y") + conv.format("c2", "y", "z"))
+    net = me.Net(text_format.Parse(text, me.caffe_pb2.NetParameter()), phase=me.TRAIN)
+    assert all(layer.uses_winograd for layer in net.layers[1:])
+    transforms = []
+    original = winograd.kernel_transform
+    monkeypatch.setattr(winograd, "kernel_transform",
+                        lambda weights, turned=False: transforms.append(turned) or original(weights, turned=turned))
+    net.blobs["x"].data[...] = np.random.default_rng(3).standard_normal(net.blobs["x"].shape)
+    first = net.forward()["z"].copy()
+    net.backward(z=np.ones_like(first))
+    assert transforms == [False, True]
+    net.params["c1"][0].data[...] *= 2  # both convolutions' kernels (no bias): z = 4 times what it was
+    np.testing.assert_allclose(net.forward()["z"], 4 * first, rtol=1e-5, atol=1e-6)
+    assert transforms == [False, True, False]

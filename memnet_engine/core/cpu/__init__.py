@@ -60,7 +60,8 @@ def sum64(a):  # pragma: no cover (compiled)
 def matmul(gemm, a, b, c, accumulate):  # pragma: no cover (compiled)
     """c = a @ b, or c += a @ b with ``accumulate``: 2-D arrays of one float dtype, c C-contiguous, a and b each C-
     or F-contiguous (e.g. a transposed view).  ``gemm``: NumPy's OpenBLAS GEMM for the dtype (core/blas ``gemm``),
-    which computes what np.matmul does, bit for bit; None where there is none (numba's np.dot)."""
+    which computes what np.matmul does, bit for bit; None where there is none (numba's np.dot).  CBLAS row-major
+    order (101), each operand as stored (111) or transposed (112)."""
     if gemm is None:
         if accumulate:
             c += np.dot(a, b)
@@ -68,7 +69,7 @@ def matmul(gemm, a, b, c, accumulate):  # pragma: no cover (compiled)
             np.dot(a, b, c)
         return
     (a_layout, a_step), (b_layout, b_step), (_, c_step) = _operand(a), _operand(b), _operand(c)
-    gemm(np.int32(101), a_layout, b_layout, c.shape[0], c.shape[1], a.shape[1], c.dtype.type(1), a.ctypes.data,  # 101: rows
+    gemm(np.int32(101), a_layout, b_layout, c.shape[0], c.shape[1], a.shape[1], c.dtype.type(1), a.ctypes.data,
          a_step, b.ctypes.data, b_step, c.dtype.type(1 if accumulate else 0), c.ctypes.data, c_step)
 
 

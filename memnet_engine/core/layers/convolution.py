@@ -368,8 +368,7 @@ class ConvolutionLayer(Layer):
         y = self._own_array(tops[0], tops[0].data, x)
         bias = self.blobs[1].data if len(self.blobs) > 1 else None
         if self.uses_winograd:
-            winograd.convolve(x, winograd.kernel_transform(self.blobs[0].data), self.geometry.pad, y, bias,
-                              self._scratch, prologue)
+            winograd.convolve(x, self._winograd_kernels(), self.geometry.pad, y, bias, self._scratch, prologue)
         elif self.uses_direct:
             direct.convolve(x, self.blobs[0].data, self.geometry.pad, self.geometry.dilation, y, bias, self._scratch)
         else:
@@ -411,6 +410,13 @@ class ConvolutionLayer(Layer):
         for image in per_image:
             bias_diff += image
 
+    def _winograd_kernels(self, turned: bool = False) -> np.ndarray:
+        """``winograd.kernel_transform`` of the weights, once per pass of the net for all the convolutions that
+        share them (MemNet's recursions)."""
+        weights = self.blobs[0].data
+        key = ("winograd", weights.__array_interface__["data"][0], weights.shape, weights.dtype.str, turned)
+        return self._scratch.per_pass(key, lambda: winograd.kernel_transform(weights, turned=turned))
+
     def _fast_weight_gradient(self, x, dy, prologue=None):
         """The weight gradient (float64) by Winograd's algorithm (core/cpu/winograd.py) or the direct sum
         (core/cpu/direct.py)."""
@@ -424,8 +430,7 @@ class ConvolutionLayer(Layer):
         (``_transposed``'s kernels and geometry)."""
         if self.uses_winograd:
             ph, pw = self.geometry.pad
-            winograd.convolve(dy, winograd.kernel_transform(self.blobs[0].data, turned=True), (2 - ph, 2 - pw),
-                              dx, None, self._scratch)
+            winograd.convolve(dy, self._winograd_kernels(turned=True), (2 - ph, 2 - pw), dx, None, self._scratch)
             return
         flipped, transposed = self._transposed()
         direct.convolve(dy, flipped.reshape(-1, self.num_output, *self.geometry.kernel), transposed.pad,
