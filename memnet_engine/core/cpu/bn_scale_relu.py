@@ -63,7 +63,7 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     """Gradients of the unit: Scale's (added to ``gamma_diff`` / ``beta_diff`` where not None) and, with
     ``want_dx``, the input's (returned).  ``d`` (the top diff) is overwritten with the ReLU's input gradient,
     or with BatchNorm's top gradient dz = that * gamma when ``top_gets_dz`` (what Caffe's in-place blob holds),
-    unless ``keep_top`` (nothing reads it after: two fewer write passes; dz is then recomputed from d).
+    unless ``keep_top`` (nothing reads it after: no write pass).
     ``h`` None: the ReLU's mask comes from x (u = z * gamma + beta > 0, the same test as h > 0)."""
     channels, dtype, shape = dims[1], x.dtype, x.shape
     from_input = h is None
@@ -73,20 +73,13 @@ def backward(x, h, d, dims, mean, std, gamma, negative_slope: float, *, batch_st
     slope = dtype.type(negative_slope)
     top_holds = _KEEP if keep_top else _DZ if top_gets_dz else _DU
     sums = np.zeros((2, channels))  # per channel: sum of du, sum of du * z
-    _per_channel(_relu_backward_sums, channels, x, h, d, mean, std, slope, from_input, gamma, beta, top_holds, sums)
+    dx = np.empty(shape, dtype) if want_dx else None
+    _per_channel(_backward, channels, x, h, d, mean, std, gamma, beta, slope, from_input, top_holds, batch_stats,
+                 dtype.type(-1.0 / (dims[0] * dims[2])), sums, None if dx is None else dx.reshape(dims))
     for diff, total in ((beta_diff, sums[0]), (gamma_diff, sums[1])):
         if diff is not None:
             flat = diff.reshape(-1)
             flat += total.astype(dtype)
-    if not want_dx:
-        return None
-    dx = np.empty(shape, dtype)
-    count = dims[0] * dims[2]
-    # BatchNorm's backward reads the sums of dz and dz * z: gamma times those of du (rounded like its own)
-    mean_dz = (gamma * sums[0].astype(dtype)) if batch_stats else np.zeros_like(gamma)
-    mean_dz_z = (gamma * sums[1].astype(dtype)) if batch_stats else np.zeros_like(gamma)
-    _per_channel(_input_gradient, channels, x, h, d, mean, std, gamma, beta, slope, from_input, top_holds == _KEEP,
-                 mean_dz, mean_dz_z, dtype.type(-1.0 / count), batch_stats, dx.reshape(dims))
     return dx
 
 
@@ -122,54 +115,41 @@ def _forward(channels, x, mean, std, gamma, beta, slope, out):  # pragma: no cov
 
 
 @kernel()
-def _relu_backward_sums(channels, x, h, d, mean, std, slope, from_input, gamma, beta, top_holds,
-                        sums):  # pragma: no cover (compiled)
-    """du = d * relu'(h) (h > 0, or with ``from_input`` z * gamma + beta > 0); sums[0, c] = sum of du,
-    sums[1, c] = sum of du * z; d becomes du or dz = du * gamma as ``top_holds`` says (_DU, _DZ), or stays."""
+def _backward(channels, x, h, d, mean, std, gamma, beta, slope, from_input, top_holds, batch_stats, minus_inv_count,
+              sums, dx):  # pragma: no cover (compiled)
+    """Per channel, while its rows are in cache: du = d * relu'(h) (h > 0, or with ``from_input``
+    z * gamma + beta > 0); sums[0, c] = sum of du, sums[1, c] = sum of du * z; d becomes du or dz = du * gamma as
+    ``top_holds`` says (_DU, _DZ), or stays; then unless dx is None, dx = (dz - (z * sum(dz z) + sum(dz)) / count)
+    / std with batch statistics (BatchNorm's sums of dz and dz * z: gamma times those of du, rounded like its
+    own), else dz / std."""
     outer, _, inner = x.shape
-    du, z = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
+    z, du = np.empty((outer, inner), x.dtype), np.empty((outer, inner), x.dtype)
     for c in channels:
         mu, sd, g, b, total, total_z = mean[c], std[c], gamma[c], beta[c], 0.0, 0.0
         for n in range(outer):
-            src, out, grad = x[n, c], h[n, c], d[n, c]
+            src, out, grad, zn, dun = x[n, c], h[n, c], d[n, c], z[n], du[n]
             for k in range(inner):
-                z[k] = (src[k] - mu) / sd
-                positive = z[k] * g + b > 0 if from_input else out[k] > 0
-                du[k] = grad[k] * (1 if positive else slope)
+                zn[k] = (src[k] - mu) / sd
+                positive = zn[k] * g + b > 0 if from_input else out[k] > 0
+                dun[k] = grad[k] * (1 if positive else slope)
             if top_holds == _DU:
-                grad[:] = du
+                grad[:] = dun
             elif top_holds == _DZ:
                 for k in range(inner):
-                    grad[k] = du[k] * g
-            total += sum64(du)
-            total_z += dot64(du, z)
+                    grad[k] = dun[k] * g
+            total += sum64(dun)
+            total_z += dot64(dun, zn)
         sums[0, c] = total
         sums[1, c] = total_z
-
-
-@kernel()
-def _input_gradient(channels, x, h, d, mean, std, gamma, beta, slope, from_input, recompute, mean_dz, mean_dz_z,
-                    minus_inv_count, batch_stats, dx):  # pragma: no cover (compiled)
-    """dx = (dz - (z * sum(dz z) + sum(dz)) / count) / std with batch statistics, else dz / std; dz is d, or
-    with ``recompute`` d * relu'(h) * gamma (d still the top diff, see ``_relu_backward_sums``)."""
-    outer, _, inner = x.shape
-    z, dz = np.empty(inner, x.dtype), np.empty(inner, x.dtype)
-    for c in channels:
-        mu, sd, g, bt, a, b = mean[c], std[c], gamma[c], beta[c], mean_dz_z[c], mean_dz[c]
+        if dx is None:
+            continue
+        mean_dz_z = g * x.dtype.type(total_z) if batch_stats else x.dtype.type(0)
+        mean_dz = g * x.dtype.type(total) if batch_stats else x.dtype.type(0)
         for n in range(outer):
-            src, out, grad, result = x[n, c], h[n, c], d[n, c], dx[n, c]
-            if recompute:
-                for k in range(inner):
-                    z[k] = (src[k] - mu) / sd
-                    positive = z[k] * g + bt > 0 if from_input else out[k] > 0
-                    dz[k] = grad[k] * (1 if positive else slope)
-                for k in range(inner):
-                    dz[k] *= g
-            else:
-                dz[:] = grad
+            zn, dun, result = z[n], du[n], dx[n, c]
             if batch_stats:
                 for k in range(inner):
-                    result[k] = (((src[k] - mu) / sd * a + b) * minus_inv_count + dz[k]) / sd
+                    result[k] = ((zn[k] * mean_dz_z + mean_dz) * minus_inv_count + dun[k] * g) / sd
             else:
                 for k in range(inner):
-                    result[k] = dz[k] / sd
+                    result[k] = dun[k] * g / sd
