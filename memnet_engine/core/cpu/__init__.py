@@ -58,15 +58,16 @@ def sum64(a):  # pragma: no cover (compiled)
 
 @kernel()
 def matmul(gemm, a, b, c, accumulate):  # pragma: no cover (compiled)
-    """c = a @ b, or c += a @ b with ``accumulate``: 2-D arrays of one float dtype, c C-contiguous, a and b each C-
-    or F-contiguous (e.g. a transposed view).  ``gemm``: NumPy's OpenBLAS GEMM for the dtype (core/blas ``gemm``),
-    which computes what np.matmul does, bit for bit; None where there is none (numba's np.dot).  CBLAS row-major
-    order (101), each operand as stored (111) or transposed (112)."""
+    """c = a @ b, or c += a @ b with ``accumulate``: 2-D arrays of one float dtype, each row-major or (a, b) a
+    transposed view of one, with unit steps along their rows.  ``gemm``: NumPy's OpenBLAS GEMM for the dtype
+    (core/blas ``gemm``), which computes what np.matmul does, bit for bit; None where there is none (numba's
+    np.dot).  CBLAS row-major order (101), each operand as stored (111) or transposed (112)."""
     if gemm is None:
+        product = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
         if accumulate:
-            c += np.dot(a, b)
+            c += product
         else:
-            np.dot(a, b, c)
+            c[:] = product
         return
     (a_layout, a_step), (b_layout, b_step), (_, c_step) = _operand(a), _operand(b), _operand(c)
     gemm(np.int32(101), a_layout, b_layout, c.shape[0], c.shape[1], a.shape[1], c.dtype.type(1), a.ctypes.data,

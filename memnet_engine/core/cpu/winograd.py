@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 # Bytes of one chunk's transformed input V (its M is as large for equal channel counts).
 CHUNK_BYTES = 1 << 20
+# Columns (tiles) per GEMM of ``convolve``: OpenBLAS runs (64, 64) x (64, n) products about 20 % faster for
+# n < 256 than for n >= 256 (measured on AVX-512: 112 vs 91 GFLOP/s per core).
+GEMM_COLUMNS = 128
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # F(2x2, 3x3) kernel transform
 _GG = np.kron(_G, _G)  # (16, 9): vec(G g G^T) = (G kron G) vec(g), row-major vectors
@@ -138,7 +141,9 @@ def _convolve_chunks(gemm, x, chunks, pad_h, pad_w, tiles_per_row, u, v_buffer, 
         m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
         _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
         for xi in range(16):
-            matmul(gemm, u[xi], v[xi], m[xi], False)
+            for first in range(0, tiles, GEMM_COLUMNS):
+                last = min(first + GEMM_COLUMNS, tiles)
+                matmul(gemm, u[xi], v[xi, :, first:last], m[xi, :, first:last], False)
         _output_tiles(m, n, r0, r1, tiles_per_row, bias, y)
 
 
