@@ -154,3 +154,24 @@ def test_shared_weights_are_transformed_once_per_pass_and_again_after_they_chang
     net.params["c1"][0].data[...] *= 2  # both convolutions' kernels (no bias): z = 4 times what it was
     np.testing.assert_allclose(net.forward()["z"], 4 * first, rtol=1e-5, atol=1e-6)
     assert transforms == [False, True, False]
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_the_weight_gradient_with_the_input_gradient_gives_both_alone(pad) -> None:
+    """weight_gradient(..., turned, dx) computes the input gradient in the same pass where the tiles coincide
+    (pad 1) and after it otherwise: bit-identical to weight_gradient and convolve called one after the other,
+    with and without the BatchNorm prologue."""
+    from memnet_engine.core.workspace import Workspace
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
+    dy = rng.standard_normal((3, 12, 9 + 2 * pad - 2, 7 + 2 * pad - 2)).astype(np.float32)
+    turned = winograd.kernel_transform(rng.standard_normal((12, 8, 3, 3)).astype(np.float32), turned=True)
+    vectors = [rng.uniform(0.5, 1.5, 8).astype(np.float32) for _ in range(4)]
+    for prologue in (None, (*vectors, 0.1)):
+        dx_alone, dx_with = (np.full(x.shape, np.nan, np.float32) for _ in range(2))
+        alone = winograd.weight_gradient(x, dy, (pad, pad), Workspace(), prologue)
+        winograd.convolve(dy, turned, (2 - pad, 2 - pad), dx_alone, None, Workspace())
+        together = winograd.weight_gradient(x, dy, (pad, pad), Workspace(), prologue, turned, dx_with)
+        assert np.all(np.isfinite(dx_with)) and np.abs(together).max() > 0
+        np.testing.assert_array_equal(together, alone)
+        np.testing.assert_array_equal(dx_with, dx_alone)

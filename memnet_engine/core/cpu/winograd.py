@@ -82,15 +82,16 @@ def _prologue_arguments(prologue: "tuple | None", channels: int, dtype) -> tuple
 
 def _chunks(x, out_hw: tuple[int, int], outputs: int, prologue, scratch: "Workspace"):
     """(x as the kernels read it, tiles per row, the chunks (n, r0, r1) of all images as an int64 array,
-    ``buffers(worker)``: the worker's flat V and M scratch for the largest chunk, the prologue's arguments)."""
+    ``buffers(worker)``: the worker's flat V and M scratch for the largest chunk (either way round), the
+    prologue's arguments)."""
     num, channels = x.shape[:2]
-    tiles_per_row, row_ranges = _grid(out_hw, max(channels, outputs), x.dtype.itemsize)
-    tiles = max(r1 - r0 for r0, r1 in row_ranges) * tiles_per_row
+    wider = max(channels, outputs)
+    tiles_per_row, row_ranges = _grid(out_hw, wider, x.dtype.itemsize)
+    size = 16 * wider * max(r1 - r0 for r0, r1 in row_ranges) * tiles_per_row
     chunks = np.array([(n, r0, r1) for n in range(num) for r0, r1 in row_ranges], np.int64).reshape(-1, 3)
 
     def buffers(worker: int) -> tuple[np.ndarray, np.ndarray]:
-        return (_slot(scratch, "v", worker, (16 * channels * tiles,), x.dtype),
-                _slot(scratch, "m", worker, (16 * outputs * tiles,), x.dtype))
+        return _slot(scratch, "v", worker, (size,), x.dtype), _slot(scratch, "m", worker, (size,), x.dtype)
 
     return c_typed(x), tiles_per_row, chunks, buffers, _prologue_arguments(prologue, channels, x.dtype)
 
@@ -116,16 +117,28 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
 
 
 def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch: "Workspace",
-                    prologue: "tuple | None" = None) -> np.ndarray:
+                    prologue: "tuple | None" = None, turned: "np.ndarray | None" = None,
+                    dx: "np.ndarray | None" = None) -> np.ndarray:
     """sum over images and positions of dy's outer products with x's 3x3 windows: the weight gradient
     (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
-    is ``dy``."""
+    is ``dy``.  With ``dx``, also the input gradient into it: ``convolve(dy, turned, 2 - pad, dx)`` (``turned``:
+    ``kernel_transform(..., turned=True)``), in the same pass over the chunks where the two share their tiles
+    (pad 1: each chunk's top diff is read once, while it is in cache)."""
     channels, outputs = x.shape[1], dy.shape[1]
+    together = dx is not None and dx.shape[2:] == dy.shape[2:]
+    if dx is not None and not together:
+        convolve(dy, turned, (2 - pad[0], 2 - pad[1]), dx, None, scratch)
     x, tiles_per_row, chunks, buffers, unit = _chunks(x, dy.shape[2:], outputs, prologue, scratch)
-    gemm = blas.gemm(x.dtype)
+    gemm, dy = blas.gemm(x.dtype), c_typed(dy)
     sums = [_slot(scratch, "du", k, (16, channels, outputs), x.dtype) for k in range(blas.workers())]
-    used = blas.parallel(lambda worker, mine: _gradient_chunks(gemm, x, c_typed(dy), mine, *pad, tiles_per_row,
-                                                               *buffers(worker), sums[worker], *unit), chunks)
+    if together:
+        plain, no_bias = _prologue_arguments(None, outputs, x.dtype), np.zeros(channels, x.dtype)
+        work = lambda worker, mine: _gradients_chunks(gemm, x, dy, mine, tiles_per_row, turned, *buffers(worker),
+                                                      sums[worker], dx, no_bias, unit, plain)
+    else:
+        work = lambda worker, mine: _gradient_chunks(gemm, x, dy, mine, *pad, tiles_per_row, *buffers(worker),
+                                                     sums[worker], *unit)
+    used = blas.parallel(work, chunks)
     du = sum(total.astype(np.float64) for total in sums[:used]).transpose(0, 2, 1)  # (16, K, C)
     return (du.reshape(16, -1).T @ _GG).reshape(outputs, channels, 3, 3)  # G^T dU G per kernel
 
@@ -133,39 +146,65 @@ def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch
 @kernel()
 def _convolve_chunks(gemm, x, chunks, pad_h, pad_w, tiles_per_row, u, v_buffer, m_buffer, bias, y, activate, mean,
                      std, gamma, beta, slope):  # pragma: no cover (compiled)
-    """``convolve`` of a worker's chunks: per chunk, input transform -> 16 GEMMs (``matmul``) -> output transform."""
-    outputs, channels = u.shape[1:]
+    """``convolve`` of a worker's chunks."""
     for i in range(chunks.shape[0]):
-        n, r0, r1 = chunks[i, 0], chunks[i, 1], chunks[i, 2]
-        tiles = (r1 - r0) * tiles_per_row
-        v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
-        m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
-        _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
-        for xi in range(16):
-            for first in range(0, tiles, GEMM_COLUMNS):
-                last = min(first + GEMM_COLUMNS, tiles)
-                matmul(gemm, u[xi], v[xi, :, first:last], m[xi, :, first:last], False)
-        _output_tiles(m, n, r0, r1, tiles_per_row, bias, y)
+        _convolve_chunk(gemm, x, chunks[i], pad_h, pad_w, tiles_per_row, u, v_buffer, m_buffer, bias, y, activate,
+                        mean, std, gamma, beta, slope)
 
 
 @kernel()
 def _gradient_chunks(gemm, x, dy, chunks, pad_h, pad_w, tiles_per_row, v_buffer, m_buffer, total, activate, mean,
                      std, gamma, beta, slope):  # pragma: no cover (compiled)
-    """``weight_gradient``'s sum over a worker's chunks: total[xi] (C, K) = sum V[xi] (A dy A^T)[xi], the
-    transposed dU[xi]: the tile-major (A dy A^T) makes the products' second operand row-major along the tiles
-    (OpenBLAS runs this form about 1.5x faster than one with a transposed operand)."""
-    channels, outputs = total.shape[1:]
+    """``weight_gradient``'s sum over a worker's chunks (see ``_gradient_chunk``)."""
     for i in range(chunks.shape[0]):
-        n, r0, r1 = chunks[i, 0], chunks[i, 1], chunks[i, 2]
-        tiles = (r1 - r0) * tiles_per_row
-        v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
-        m = m_buffer[:16 * outputs * tiles].reshape(16, tiles, outputs)
-        _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
-        _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
-        for xi in range(16):
-            for first in range(0, tiles, GEMM_COLUMNS):
-                last = min(first + GEMM_COLUMNS, tiles)
-                matmul(gemm, v[xi, :, first:last], m[xi, first:last], total[xi], i > 0 or first > 0)
+        _gradient_chunk(gemm, x, dy, chunks[i], i == 0, pad_h, pad_w, tiles_per_row, v_buffer, m_buffer, total,
+                        activate, mean, std, gamma, beta, slope)
+
+
+@kernel()
+def _gradients_chunks(gemm, x, dy, chunks, tiles_per_row, turned, v_buffer, m_buffer, total, dx, no_bias, unit,
+                      plain):  # pragma: no cover (compiled)
+    """``weight_gradient`` with the input gradient, pad 1, of a worker's chunks: each chunk's weight-gradient
+    sum, then its rows of dx (same tiles)."""
+    for i in range(chunks.shape[0]):
+        _gradient_chunk(gemm, x, dy, chunks[i], i == 0, 1, 1, tiles_per_row, v_buffer, m_buffer, total, *unit)
+        _convolve_chunk(gemm, dy, chunks[i], 1, 1, tiles_per_row, turned, v_buffer, m_buffer, no_bias, dx, *plain)
+
+
+@kernel()
+def _convolve_chunk(gemm, x, chunk, pad_h, pad_w, tiles_per_row, u, v_buffer, m_buffer, bias, y, activate, mean,
+                    std, gamma, beta, slope):  # pragma: no cover (compiled)
+    """One chunk (n, r0, r1) of ``convolve``: input transform -> 16 GEMMs (``matmul``) -> output transform."""
+    outputs, channels = u.shape[1:]
+    n, r0, r1 = chunk[0], chunk[1], chunk[2]
+    tiles = (r1 - r0) * tiles_per_row
+    v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+    m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
+    _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
+    for xi in range(16):
+        for first in range(0, tiles, GEMM_COLUMNS):
+            last = min(first + GEMM_COLUMNS, tiles)
+            matmul(gemm, u[xi], v[xi, :, first:last], m[xi, :, first:last], False)
+    _output_tiles(m, n, r0, r1, tiles_per_row, bias, y)
+
+
+@kernel()
+def _gradient_chunk(gemm, x, dy, chunk, first_chunk, pad_h, pad_w, tiles_per_row, v_buffer, m_buffer, total,
+                    activate, mean, std, gamma, beta, slope):  # pragma: no cover (compiled)
+    """total[xi] (C, K) (+)= sum over the chunk's tiles of V[xi] (A dy A^T)[xi], the transposed dU[xi]: the
+    tile-major (A dy A^T) makes the products' second operand row-major along the tiles (OpenBLAS runs this
+    form about 1.5x faster than one with a transposed operand)."""
+    channels, outputs = total.shape[1:]
+    n, r0, r1 = chunk[0], chunk[1], chunk[2]
+    tiles = (r1 - r0) * tiles_per_row
+    v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+    m = m_buffer[:16 * outputs * tiles].reshape(16, tiles, outputs)
+    _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
+    _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
+    for xi in range(16):
+        for first in range(0, tiles, GEMM_COLUMNS):
+            last = min(first + GEMM_COLUMNS, tiles)
+            matmul(gemm, v[xi, :, first:last], m[xi, first:last], total[xi], not first_chunk or first > 0)
 
 
 @kernel()

@@ -398,8 +398,8 @@ class ConvolutionLayer(Layer):
             self._add_bias_gradient(dy)
         if want_weights:
             weight_diff = self.blobs[0].diff
-            weight_diff += self._fast_weight_gradient(x, dy, prologue)
-        if dx is not None:
+            weight_diff += self._fast_gradients(x, dy, dx, prologue)
+        elif dx is not None:
             self._fast_input_gradient(dy, dx)
 
     def _add_bias_gradient(self, dy) -> None:
@@ -417,13 +417,17 @@ class ConvolutionLayer(Layer):
         key = ("winograd", weights.__array_interface__["data"][0], weights.shape, weights.dtype.str, turned)
         return self._scratch.per_pass(key, lambda: winograd.kernel_transform(weights, turned=turned))
 
-    def _fast_weight_gradient(self, x, dy, prologue=None):
-        """The weight gradient (float64) by Winograd's algorithm (core/cpu/winograd.py) or the direct sum
-        (core/cpu/direct.py)."""
+    def _fast_gradients(self, x, dy, dx, prologue=None):
+        """The weight gradient (float64) and, into ``dx`` when given, the input's, by Winograd's algorithm
+        (core/cpu/winograd.py: one pass for both where it can) or the direct sum (core/cpu/direct.py)."""
         g = self.geometry
         if self.uses_winograd:
-            return winograd.weight_gradient(x, dy, g.pad, self._scratch, prologue)
-        return direct.weight_gradient(x, dy, g.kernel, g.pad, g.dilation, self._scratch)
+            turned = None if dx is None else self._winograd_kernels(turned=True)
+            return winograd.weight_gradient(x, dy, g.pad, self._scratch, prologue, turned, dx)
+        weight_gradient = direct.weight_gradient(x, dy, g.kernel, g.pad, g.dilation, self._scratch)
+        if dx is not None:
+            self._fast_input_gradient(dy, dx)
+        return weight_gradient
 
     def _fast_input_gradient(self, dy, dx) -> None:
         """dx = dy convolved with the kernels turned by 180 degrees, by Winograd's algorithm or the direct sum
