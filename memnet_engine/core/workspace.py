@@ -20,6 +20,7 @@ side) where they apply, golden parity holding; when False, im2col + GEMM everywh
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Callable, Hashable, Iterator, Sequence
 
@@ -59,7 +60,7 @@ class Workspace:
     def array(self, slot: str, shape: Sequence[int], dtype):
         """An uninitialised C-contiguous array of ``shape`` in ``slot`` (overwrites what the slot held)."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buffer = self._buffers.get(slot)
         if buffer is None or buffer.nbytes < nbytes:
             self._buffers.pop(slot, None)  # free the old buffer before the larger one is made
