@@ -176,16 +176,14 @@ def _convolve_chunk(gemm, x, chunk, pad_h, pad_w, tiles_per_row, u, v_buffer, m_
                     std, gamma, beta, slope):  # pragma: no cover (compiled)
     """One chunk (n, r0, r1) of ``convolve``: input transform -> 16 GEMMs (``matmul``) -> output transform."""
     outputs, channels = u.shape[1:]
-    n, r0, r1 = chunk[0], chunk[1], chunk[2]
-    tiles = (r1 - r0) * tiles_per_row
-    v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+    v, tiles = _transformed_chunk(x, chunk, channels, pad_h, pad_w, tiles_per_row, v_buffer, activate, mean, std,
+                                  gamma, beta, slope)
     m = m_buffer[:16 * outputs * tiles].reshape(16, outputs, tiles)
-    _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
     for xi in range(16):
         for first in range(0, tiles, GEMM_COLUMNS):
             last = min(first + GEMM_COLUMNS, tiles)
             matmul(gemm, u[xi], v[xi, :, first:last], m[xi, :, first:last], False)
-    _output_tiles(m, n, r0, r1, tiles_per_row, bias, y)
+    _output_tiles(m, chunk[0], chunk[1], chunk[2], tiles_per_row, bias, y)
 
 
 @kernel()
@@ -195,16 +193,25 @@ def _gradient_chunk(gemm, x, dy, chunk, first_chunk, pad_h, pad_w, tiles_per_row
     tile-major (A dy A^T) makes the products' second operand row-major along the tiles (OpenBLAS runs this
     form about 1.5x faster than one with a transposed operand)."""
     channels, outputs = total.shape[1:]
-    n, r0, r1 = chunk[0], chunk[1], chunk[2]
-    tiles = (r1 - r0) * tiles_per_row
-    v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+    v, tiles = _transformed_chunk(x, chunk, channels, pad_h, pad_w, tiles_per_row, v_buffer, activate, mean, std,
+                                  gamma, beta, slope)
     m = m_buffer[:16 * outputs * tiles].reshape(16, tiles, outputs)
-    _input_tiles(x, n, pad_h, pad_w, r0, r1, tiles_per_row, v, activate, mean, std, gamma, beta, slope)
-    _gradient_tiles(dy, n, r0, r1, tiles_per_row, m)
+    _gradient_tiles(dy, chunk[0], chunk[1], chunk[2], tiles_per_row, m)
     for xi in range(16):
         for first in range(0, tiles, GEMM_COLUMNS):
             last = min(first + GEMM_COLUMNS, tiles)
             matmul(gemm, v[xi, :, first:last], m[xi, first:last], total[xi], not first_chunk or first > 0)
+
+
+@kernel()
+def _transformed_chunk(x, chunk, channels, pad_h, pad_w, tiles_per_row, v_buffer, activate, mean, std, gamma, beta,
+                       slope):  # pragma: no cover (compiled)
+    """(V (16, channels, tiles) of chunk (n, r0, r1) in v_buffer, filled by ``_input_tiles``; its tile count)."""
+    tiles = (chunk[2] - chunk[1]) * tiles_per_row
+    v = v_buffer[:16 * channels * tiles].reshape(16, channels, tiles)
+    _input_tiles(x, chunk[0], pad_h, pad_w, chunk[1], chunk[2], tiles_per_row, v, activate, mean, std, gamma, beta,
+                 slope)
+    return v, tiles
 
 
 @kernel()
