@@ -197,7 +197,7 @@ class _Uses:
     """Who writes and reads each blob in a pass over ``steps``."""
 
     def __init__(self, steps: list[Step], keep: frozenset, backward: bool):
-        self.steps, self.keep = steps, keep
+        self.steps, self.keep, self.backward = steps, keep, backward
         self.producer: dict[str, int] = {}  # the step that first writes a blob (not in place)
         self.writers: dict[str, list[int]] = {}  # every step writing it, in place ones too
         self.last_forward: dict[str, int] = {}
@@ -267,6 +267,11 @@ def make_plan(steps: list[Step], net: "Net", keep: frozenset, backward: bool) ->
 
 
 def _zero_copy_concats(net: "Net", uses: _Uses) -> list[Placement]:
+    """Where producers write straight into a Concat's output.  A bottom that a backward keeps anyway is placed,
+    and then every later one (the output exists by then).  Bottoms that die at the Concat alone are placed in
+    a forward-only pass when that lowers the peak from their first producer to the Concat (``_forward_peak``:
+    e.g. MemNet's recursion outputs, read last by the gate's Concat), else copied: an early output holds empty
+    slots meanwhile."""
     placements, placed = [], set()
     for c, step in enumerate(uses.steps):
         concat = step.layer
@@ -274,8 +279,8 @@ def _zero_copy_concats(net: "Net", uses: _Uses) -> list[Placement]:
             continue
         if math.prod(net.blobs[step.tops[0]].shape[:concat.axis]) != 1 and concat.on_gpu:
             continue  # strided slices: the kernels write contiguous arrays
+        candidates, first_kept = [], None  # placeable bottoms in producer order; the first one kept anyway
         sources = [uses.split_source.get(name, name) for name in step.bottoms]
-        buffer_allocated = False
         for i in sorted(range(len(sources)), key=lambda k: uses.producer.get(sources[k], -1)):
             source = sources[i]
             p = uses.producer.get(source)
@@ -285,13 +290,45 @@ def _zero_copy_concats(net: "Net", uses: _Uses) -> list[Placement]:
             shared = [source] + uses.aliases.get(source, [])
             if not uses.steps[p].layer.writes_planned_output(j) or any(uses.rewritten(a) for a in shared):
                 continue  # rewritten in place somewhere: the slice would not hold what Concat must copy
-            if not buffer_allocated and not any(uses.last_forward[a] > c or a in uses.readers or a in uses.keep
-                                                for a in shared):
-                continue  # dies at the Concat: copying costs nothing, an early output would hold empty slots
-            buffer_allocated = True
-            placed.add(source)
-            placements.append(Placement(c, i, p, j))
+            if first_kept is None and any(uses.last_forward[a] > c or a in uses.readers or a in uses.keep
+                                          for a in shared):
+                first_kept = len(candidates)
+            candidates.append(Placement(c, i, p, j))
+        chosen = candidates[len(candidates) if first_kept is None else first_kept:]
+        if len(chosen) < len(candidates) and not uses.backward:
+            window = range(candidates[0].producer, c + 1)  # outside it both choices hold the same
+            if _forward_peak(net, uses, placements + candidates, window) < _forward_peak(net, uses, placements + chosen,
+                                                                                         window):
+                chosen = candidates
+        placements += chosen
+        placed.update(uses.steps[p.producer].tops[p.top] for p in chosen)
     return placements
+
+
+def _forward_peak(net: "Net", uses: _Uses, placements: list[Placement], window: range) -> int:
+    """Elements of blob data alive at the fullest step in ``window`` of a forward pass with ``placements`` (an
+    estimate to choose them by: a Split's tops share their source's array; a placed blob lives in its Concat's
+    output, which exists from the first placed producer on)."""
+    placed = {uses.steps[p.producer].tops[p.top] for p in placements}
+    starts = dict(uses.producer)
+    for p in placements:
+        top = uses.steps[p.concat].tops[0]
+        starts[top] = min(starts[top], p.producer)
+    change = [0] * (len(uses.steps) + 1)
+    for name, start in starts.items():
+        if name in placed or name in uses.split_source:
+            continue
+        shared = [name] + uses.aliases.get(name, [])
+        end = len(uses.steps) if any(a in uses.keep for a in shared) else max(uses.last_forward[a] for a in shared) + 1
+        size = math.prod(net.blobs[name].shape)
+        change[start] += size
+        change[end] -= size
+    alive = peak = 0
+    for s, delta in enumerate(change[:-1]):
+        alive += delta
+        if s in window:
+            peak = max(peak, alive)
+    return peak
 
 
 def _dying_inputs(uses: _Uses, placements: list[Placement]) -> set[int]:
