@@ -22,6 +22,18 @@ def deploy_net() -> me.Net:
     return net
 
 
+def m4r4_deploy_net(size: int = 48) -> me.Net:
+    """MemNet M4R4 C8 deploy net with filled weights, BatchNorm statistics mean 0 / variance 1, a random image."""
+    from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net
+    net = me.Net(memnet_deploy_net(MemNetConfig(4, 4, 8), input_shape=(1, 1, size, size)), phase=me.TEST)
+    net.blobs["data"].data[...] = np.random.default_rng(1).random(net.blobs["data"].shape)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":  # running sums
+            for blob, value in zip(layer.blobs, (0, 1, 1)):
+                blob.data[...] = value
+    return net
+
+
 def test_forward_keeps_the_blobs_asked_for_and_refuses_freed_ones() -> None:
     """#12 item 9: a freed blob used to read as zeros; now what was asked for is kept, the rest raises."""
     net = deploy_net()
@@ -146,17 +158,11 @@ def test_inference_places_recursion_outputs_in_the_gate_concat_when_that_lowers_
     import tracemalloc
 
     from memnet_engine.core import memory_plan
-    from memnet_engine.memnet.models import MemNetConfig, memnet_deploy_net
 
     small = deploy_net()
     small_steps = small.schedule.forward_steps(0, len(small.layers) - 1)
     assert not make_plan(small_steps, small, frozenset(small._kept()), backward=False).placements
-    net = me.Net(memnet_deploy_net(MemNetConfig(4, 4, 8), input_shape=(1, 1, 48, 48)), phase=me.TEST)
-    net.blobs["data"].data[...] = np.random.default_rng(1).random(net.blobs["data"].shape)
-    for layer in net.layers:
-        if layer.type == "BatchNorm":  # running sums: mean 0, variance 1
-            for blob, value in zip(layer.blobs, (0, 1, 1)):
-                blob.data[...] = value
+    net = m4r4_deploy_net()
     results, peaks = [], []
     for place in (True, False):
         kept = frozenset(net._kept())
@@ -176,3 +182,16 @@ def test_inference_places_recursion_outputs_in_the_gate_concat_when_that_lowers_
     assert np.all(np.isfinite(results[0])) and np.abs(results[0]).max() > 0
     np.testing.assert_array_equal(results[0], results[1])
     assert peaks[0] < 0.95 * peaks[1], peaks
+
+
+def test_a_planned_pass_after_an_input_is_reshaped_sizes_every_blob_anew() -> None:
+    """Reshaping an input blob without net.reshape() (pycaffe asks for it) then running a planned pass: the
+    net reshapes first, so a zero-copy Concat's early output has the new size; same output as pycaffe's pass."""
+    net = m4r4_deploy_net(48)
+    net.forward(keep_intermediates=False)
+    for size in (40, 37):
+        net.blobs["data"].reshape((1, 1, size, size))
+        net.blobs["data"].data[...] = np.random.default_rng(size).random((1, 1, size, size))
+        planned = net.forward(keep_intermediates=False)["HR_recovery"].copy()
+        assert planned.shape == (1, 1, size, size) and np.all(np.isfinite(planned)) and np.abs(planned).max() > 0
+        np.testing.assert_array_equal(planned, net.forward()["HR_recovery"])

@@ -103,6 +103,7 @@ class Net:
         # is the GEMM precision on the GPU: "strict" float32 or "tf32" (see core/workspace.py).
         self.workspace = Workspace(self.device, math)
         self._build(param, net_dir)
+        self._shaped_inputs = self._input_shapes()
         self._plan_backward()
         self.schedule = Schedule(self)
         self.param_buffer = ParamBuffer(self.learnable_params, self._param_users, self.device, self.dtype)
@@ -256,6 +257,16 @@ class Net:
         """Propagate new input shapes through every layer (after ``blobs[x].reshape``)."""
         for i, layer in enumerate(self.layers):
             layer.reshape(*self._layer_blobs(i))
+        self._shaped_inputs = self._input_shapes()
+
+    def _input_shapes(self) -> tuple:
+        return tuple(self.blobs[name].shape for name in self.inputs)
+
+    def _shaped_for_plan(self) -> None:
+        """``reshape()`` where an input blob was reshaped since (pycaffe asks for that call; a memory plan
+        needs every blob's shape before its pass, e.g. to size a zero-copy Concat's output early)."""
+        if self._input_shapes() != self._shaped_inputs:
+            self.reshape()
 
     def fuse_units(self, enabled: bool = True) -> None:
         """Run each BatchNorm -> Scale -> ReLU chain as one fused operation (the default) or layer by layer."""
@@ -271,6 +282,8 @@ class Net:
         """
         end = len(self.layers) - 1 if end is None else end
         kept = None if keep_intermediates else frozenset(self._kept(keep))
+        if kept is not None:
+            self._shaped_for_plan()
         steps = self.schedule.forward_steps(start, end, kept)
         plan = None if kept is None else self.schedule.plan(self, steps, kept, backward=False)
         return run_forward(self, steps, plan)
@@ -321,6 +334,7 @@ class Net:
             self.backward_range()
             return loss
         kept = frozenset(self._kept())
+        self._shaped_for_plan()
         steps = self.schedule.forward_steps(0, len(self.layers) - 1, kept)
         plan = self.schedule.plan(self, steps, kept, backward=True)
         loss = run_forward(self, steps, plan)
