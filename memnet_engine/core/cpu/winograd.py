@@ -116,18 +116,25 @@ def convolve(x: np.ndarray, u: np.ndarray, pad: tuple[int, int], out: np.ndarray
                                                         out, *unit), chunks)
 
 
+def input_gradient(dy: np.ndarray, turned: np.ndarray, pad: tuple[int, int], dx: np.ndarray,
+                   scratch: "Workspace") -> None:
+    """dx = the input gradient of the convolution with padding ``pad`` whose top diff is ``dy``: dy convolved
+    (padding 2 - pad) with the kernels turned by 180 degrees and transposed (``turned``:
+    ``kernel_transform(..., turned=True)``)."""
+    convolve(dy, turned, (2 - pad[0], 2 - pad[1]), dx, None, scratch)
+
+
 def weight_gradient(x: np.ndarray, dy: np.ndarray, pad: tuple[int, int], scratch: "Workspace",
                     prologue: "tuple | None" = None, turned: "np.ndarray | None" = None,
                     dx: "np.ndarray | None" = None) -> np.ndarray:
     """sum over images and positions of dy's outer products with x's 3x3 windows: the weight gradient
     (K, C, 3, 3) in float64, of the convolution ``convolve(x, ..., pad, prologue=prologue)`` whose top diff
-    is ``dy``.  With ``dx``, also the input gradient into it: ``convolve(dy, turned, 2 - pad, dx)`` (``turned``:
-    ``kernel_transform(..., turned=True)``), in the same pass over the chunks where the two share their tiles
-    (pad 1: each chunk's top diff is read once, while it is in cache)."""
+    is ``dy``.  With ``dx``, also ``input_gradient(dy, turned, pad, dx)``, in the same pass over the chunks
+    where the two share their tiles (pad 1: each chunk's top diff is read once, while it is in cache)."""
     channels, outputs = x.shape[1], dy.shape[1]
     together = dx is not None and dx.shape[2:] == dy.shape[2:]
     if dx is not None and not together:
-        convolve(dy, turned, (2 - pad[0], 2 - pad[1]), dx, None, scratch)
+        input_gradient(dy, turned, pad, dx, scratch)
     x, tiles_per_row, chunks, buffers, unit = _chunks(x, dy.shape[2:], outputs, prologue, scratch)
     gemm, dy = blas.gemm(x.dtype), c_typed(dy)
     sums = [_slot(scratch, "du", k, (16, channels, outputs), x.dtype) for k in range(blas.workers())]

@@ -433,8 +433,7 @@ class ConvolutionLayer(Layer):
         """dx = dy convolved with the kernels turned by 180 degrees, by Winograd's algorithm or the direct sum
         (``_transposed``'s kernels and geometry)."""
         if self.uses_winograd:
-            ph, pw = self.geometry.pad
-            winograd.convolve(dy, self._winograd_kernels(turned=True), (2 - ph, 2 - pw), dx, None, self._scratch)
+            winograd.input_gradient(dy, self._winograd_kernels(turned=True), self.geometry.pad, dx, self._scratch)
             return
         flipped, transposed = self._transposed()
         direct.convolve(dy, flipped.reshape(-1, self.num_output, *self.geometry.kernel), transposed.pad,
